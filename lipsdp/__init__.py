@@ -1,0 +1,56 @@
+"""lipsdp: certified upper bounds on the Lipschitz constant of neural networks by SDP.
+
+Pipeline (one folder or module per stage)::
+
+    IR (lipsdp.ir) -> quadratic constraints (lipsdp.constraints) -> assembly (lipsdp.assembly)
+       -> solver backend (lipsdp.backends) -> certificate check (lipsdp.check) -> API / CLI
+
+Quick use::
+
+    import lipsdp
+    cert = lipsdp.certify(model, norm="l2")      # torch module, Network or weight file path
+    print(cert.bound, cert.verified)
+"""
+
+__version__ = "0.1.0"
+
+from . import errors
+from .ir import Affine, GroupSort, Householder, MaxMin, Network, Residual, SlopeRestricted
+
+__all__ = [
+    "__version__",
+    "errors",
+    "Network",
+    "Affine",
+    "SlopeRestricted",
+    "GroupSort",
+    "MaxMin",
+    "Householder",
+    "Residual",
+    "certify",
+    "lower_bound",
+    "from_torch",
+    "from_weights",
+    "load",
+    "Certificate",
+]
+
+
+def __getattr__(name):  # lazy: keep `import lipsdp` cheap and torch-free
+    if name in ("certify", "Certificate", "as_network"):
+        from . import api
+
+        return getattr(api, name)
+    if name == "lower_bound":
+        from .lower import lower_bound
+
+        return lower_bound
+    if name in ("from_weights", "load"):
+        from . import io
+
+        return getattr(io, name)
+    if name == "from_torch":
+        from .models.export import from_torch  # torch imported only here
+
+        return from_torch
+    raise AttributeError(f"module 'lipsdp' has no attribute {name!r}")

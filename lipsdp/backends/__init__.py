@@ -1,0 +1,75 @@
+"""Solver backends behind one small interface, in one preference-ordered registry.
+
+``get_backend(name)`` returns an instance (raising a clear error for unknown or unusable
+solvers); ``installed_backends()`` lists what can run here; ``choose_auto(problem)`` picks by
+problem size, from measurements recorded in the README ("Choosing a solver").
+"""
+
+from __future__ import annotations
+
+from lipsdp.errors import SolverError, SolverNotAvailableError
+
+from .base import Backend, SolveOptions, SolveResult, STATUSES
+from .cvxpy_backends import ClarabelBackend, CVXOPTBackend, MOSEKBackend, SCSBackend, SDPABackend
+
+__all__ = [
+    "Backend",
+    "SolveOptions",
+    "SolveResult",
+    "STATUSES",
+    "REGISTRY",
+    "register_backend",
+    "get_backend",
+    "installed_backends",
+    "choose_auto",
+]
+
+#: name -> backend class, in order of preference
+REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Add a backend class (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Backend) and cls.name):
+        raise TypeError(f"register_backend: {cls!r} must be a Backend subclass with a name")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+for _cls in (CVXOPTBackend, SDPABackend, ClarabelBackend, SCSBackend, MOSEKBackend):
+    register_backend(_cls)
+
+
+def installed_backends() -> list[str]:
+    """Names of the backends that can run on this machine (installed and licensed)."""
+    return [name for name, cls in REGISTRY.items() if cls.availability()[0]]
+
+
+def get_backend(name: str) -> Backend:
+    key = str(name).lower()
+    if key not in REGISTRY:
+        raise SolverError(f"unknown solver {name!r}; valid: auto, {', '.join(REGISTRY)}")
+    cls = REGISTRY[key]
+    ok, why = cls.availability()
+    if not ok:
+        raise SolverNotAvailableError(f"{why}; installed solvers: {', '.join(installed_backends()) or 'none'}")
+    return cls()
+
+
+#: (largest LMI order, solver) in order: the first whose limit is not exceeded and that is
+#: installed wins.  Measured on 2 cores, see README "Choosing a solver".
+AUTO_RULES: list[tuple[float, str]] = [
+    (float("inf"), "cvxopt"),
+]
+
+
+def choose_auto(problem) -> str:
+    order = problem.max_order
+    avail = set(installed_backends())
+    for limit, name in AUTO_RULES:
+        if order <= limit and name in avail:
+            return name
+    for name in REGISTRY:
+        if name in avail:
+            return name
+    raise SolverNotAvailableError("no SDP solver is installed; pip install cvxopt (or scs, clarabel)")

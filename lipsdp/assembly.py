@@ -1,0 +1,115 @@
+"""SDP assembly: from a network and its quadratic constraints to a solver-neutral LMI problem.
+
+Every formulation lipsdp solves has the same shape::
+
+    minimise  c^T θ   subject to   F0 + Σ_i θ_i U_i C_i U_i^T ⪯ 0   (one or more LMIs),
+                                   θ_i ≥ 0 for the multipliers marked non-negative,
+
+where every U_i is sparse and tall-thin (the multipliers of LipSDP are rank ≤ 2 and touch at most
+two layer blocks, math.md §10).  :class:`LMIProblem` holds exactly that, so any backend (cvxpy
++ a conic solver, or lipsdp's own interior-point method) can consume it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["LMITerm", "LMI", "LMIProblem", "lift_terms"]
+
+
+@dataclass
+class LMITerm:
+    """θ[var] · U C U^T inside one LMI."""
+
+    var: int
+    U: sp.csc_matrix
+    C: np.ndarray
+
+
+@dataclass
+class LMI:
+    """F0 + Σ θ_var U C U^T ⪯ 0 of order ``size``; ``blocks`` are its coordinate blocks."""
+
+    size: int
+    F0: sp.csr_matrix
+    terms: list[LMITerm]
+    blocks: list[int] = field(default_factory=list)
+
+    def term_matrices(self) -> sp.csc_matrix:
+        """Sparse (size², n_terms) matrix whose column j is vec(U_j C_j U_j^T) (column-major)."""
+        rows, cols, vals = [], [], []
+        n = self.size
+        for j, t in enumerate(self.terms):
+            F = (t.U @ sp.csc_matrix(t.C) @ t.U.T).tocoo()
+            keep = F.data != 0
+            rows.append(F.row[keep] + n * F.col[keep])
+            cols.append(np.full(int(keep.sum()), j))
+            vals.append(F.data[keep])
+        if not rows:
+            return sp.csc_matrix((n * n, 0))
+        return sp.csc_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n * n, len(self.terms))
+        )
+
+    def evaluate(self, theta: np.ndarray) -> np.ndarray:
+        """Dense F(θ) (for tests and small problems)."""
+        F = self.F0.toarray().astype(float)
+        for t in self.terms:
+            U = t.U.toarray()
+            F += theta[t.var] * (U @ t.C @ U.T)
+        return F
+
+
+@dataclass
+class LMIProblem:
+    """minimise c^T θ s.t. every LMI ⪯ 0 and θ[nonneg] ≥ 0.
+
+    ``layout`` maps a name (``"rho"``, ``"layer1.lambda"``, ...) to its slice of θ.
+    ``lower`` optionally bounds θ from below (e.g. ρ ≥ 0) — None means no bound.
+    """
+
+    n_vars: int
+    c: np.ndarray
+    nonneg: np.ndarray
+    lmis: list[LMI]
+    layout: dict[str, slice]
+
+    def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: np.asarray(theta[s], dtype=float) for k, s in self.layout.items()}
+
+    @property
+    def max_order(self) -> int:
+        return max(lmi.size for lmi in self.lmis)
+
+    def sizes(self) -> dict:
+        return {
+            "n_vars": int(self.n_vars),
+            "lmi_orders": [int(lmi.size) for lmi in self.lmis],
+            "n_terms": int(sum(len(lmi.terms) for lmi in self.lmis)),
+        }
+
+
+def lift_terms(qc, W_in: np.ndarray, off_in: int, off_out: int, size: int, var_offset: dict[str, int]) -> list[LMITerm]:
+    """Lift a layer QC on (Δv, Δφ) = (W_in Δx^{k−1}, Δx^k) into the big LMI's coordinates.
+
+    For a QC term G C G^T with G = [G_v; G_φ], the lifted factor is
+    U = E_{k−1}^T W_in^T G_v + E_k^T G_φ (E_k selects block k).
+    """
+    n_in = W_in.shape[1]
+    n = qc.n
+    out = []
+    for t in qc.terms():
+        Gv, Gphi = t.G[:n], t.G[n:]
+        top = sp.csc_matrix(W_in.T @ Gv.toarray()) if Gv.nnz else sp.csc_matrix((n_in, t.G.shape[1]))
+        top = top.tocoo()
+        bot = Gphi.tocoo()
+        rows = np.concatenate([top.row + off_in, bot.row + off_out])
+        cols = np.concatenate([top.col, bot.col])
+        vals = np.concatenate([top.data, bot.data])
+        U = sp.csc_matrix((vals, (rows, cols)), shape=(size, t.G.shape[1]))
+        U.eliminate_zeros()
+        out.append(LMITerm(var_offset[t.param] + t.index, U, t.C))
+    return out

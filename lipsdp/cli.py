@@ -1,0 +1,158 @@
+"""The ``lipsdp`` command line (also ``python -m lipsdp``).
+
+    lipsdp certify PATH [--norm l2|linf] [--method neuron|layer|chain] [--solver NAME]
+                        [--output K] [--activation relu] [--json] [--out FILE]
+    lipsdp demo
+    lipsdp solvers
+
+Errors a user can cause print one line on stderr and exit with code 2; an unverified bound
+exits with code 1.  Output files are written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import warnings
+from importlib import resources
+
+from . import __version__
+from .errors import LipSDPError
+
+__all__ = ["main", "SUBCOMMANDS", "write_atomic"]
+
+EXIT_OK, EXIT_UNVERIFIED, EXIT_USAGE = 0, 1, 2
+
+#: extra subcommands: name -> (add_arguments(parser), run(args) -> exit code).  Modules such as
+#: lipsdp.batch register here so the CLI stays one small file.
+SUBCOMMANDS: dict = {}
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write text to ``path`` via a temporary file in the same folder and an atomic rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".lipsdp-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def demo_path() -> str:
+    return str(resources.files("lipsdp") / "data" / "demo_digits.npz")
+
+
+def _parse_output(text):
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return [float(t) for t in text.split(",")]
+    except ValueError:
+        raise LipSDPError(f"--output must be a logit index (e.g. 8) or a comma-separated vector c, got {text!r}") from None
+
+
+def _add_certify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--norm", default="l2", choices=["l2", "linf"], help="input/output norm (default l2)")
+    p.add_argument("--method", default="neuron", help="neuron (default), layer or chain")
+    p.add_argument("--solver", default="auto", help="auto (default) or a backend name (see `lipsdp solvers`)")
+    p.add_argument("--output", default=None, help="one logit index, or a comma-separated vector c (margin c^T f)")
+    p.add_argument("--activation", default="relu", help="hidden activation for bare weight files (default relu)")
+    p.add_argument("--no-lower", action="store_true", help="skip the sampled lower bound")
+    p.add_argument("--time-limit", type=float, default=None, help="solver time limit in seconds")
+    p.add_argument("--json", action="store_true", help="print the certificate as JSON")
+    p.add_argument("--out", default=None, help="also write the JSON certificate to this file (atomically)")
+
+
+def _run_certify(args, path: str) -> int:
+    from .api import CertificationWarning, certify
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CertificationWarning)
+        cert = certify(
+            path,
+            norm=args.norm,
+            method=args.method,
+            solver=args.solver,
+            output=_parse_output(args.output),
+            activation=args.activation,
+            lower=not args.no_lower,
+            time_limit=args.time_limit,
+        )
+    if args.json:
+        print(cert.to_json(indent=2))
+    else:
+        print(cert)
+    if args.out:
+        write_atomic(args.out, cert.to_json(indent=2) + "\n")
+    if not cert.verified:
+        print(f"lipsdp: error: the bound could not be verified ({cert.message})", file=sys.stderr)
+        return EXIT_UNVERIFIED
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lipsdp", description="Certified Lipschitz bounds for neural networks by SDP.")
+    parser.add_argument("--version", action="version", version=f"lipsdp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("certify", help="certify a network stored in a weight file")
+    p.add_argument("path", help="weight file: .mat (cell 'weights' or 'W'), .npz or .pt (weights_only)")
+    _add_certify_args(p)
+    d = sub.add_parser("demo", help="certify the small digits MLP that ships with lipsdp")
+    _add_certify_args(d)
+    sub.add_parser("solvers", help="list the solver backends and whether they can run here")
+    for name, (add_args, _run) in SUBCOMMANDS.items():
+        add_args(sub.add_parser(name))
+    return parser
+
+
+def _run_solvers() -> int:
+    from .backends import REGISTRY
+
+    for name, cls in REGISTRY.items():
+        ok, why = cls.availability()
+        print(f"{name:<10} {'available' if ok else 'unavailable'}  {cls.description if ok else why}")
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    _load_plugins()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "certify":
+            return _run_certify(args, args.path)
+        if args.command == "demo":
+            print(f"lipsdp demo: certifying the bundled 64-32-32-10 ReLU MLP trained on scikit-learn digits\n({demo_path()})\n")
+            return _run_certify(args, demo_path())
+        if args.command == "solvers":
+            return _run_solvers()
+        return SUBCOMMANDS[args.command][1](args)
+    except LipSDPError as exc:
+        print(f"lipsdp: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lipsdp: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load_plugins() -> None:
+    """Import the modules that register extra subcommands (cheap; no heavy imports at top level)."""
+    for mod in ("lipsdp.batch",):
+        try:
+            __import__(mod)
+        except ImportError:
+            pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Formulations: (network structure, norm) → LMI problem, multiplier recovery, certificate check.
+
+Each formulation class provides ``problem()``, ``recover(problem, θ)``, ``check(recovered)``,
+``naive_bound()``, ``bound_from_rho(ρ)`` and ``trivial()``; see :mod:`.feedforward` for the
+reference implementation.  Register new ones in :data:`FORMULATIONS`.
+"""
+
+from __future__ import annotations
+
+from ..errors import FormulationError
+from .feedforward import FeedforwardL2, Recovered, naive_l2, select_output
+
+__all__ = ["FORMULATIONS", "register_formulation", "formulation_for", "FeedforwardL2", "Recovered",
+           "naive_l2", "select_output"]
+
+#: (structure, norm) -> formulation class; structure is "feedforward" or "residual"
+FORMULATIONS: dict[tuple[str, str], type] = {("feedforward", "l2"): FeedforwardL2}
+
+
+def register_formulation(structure: str, norm: str, cls: type) -> None:
+    FORMULATIONS[(structure, norm)] = cls
+
+
+def formulation_for(network, norm: str, method: str, output=None):
+    structure = "feedforward" if network.is_feedforward else "residual"
+    try:
+        cls = FORMULATIONS[(structure, norm)]
+    except KeyError:
+        valid = sorted({nm for (st, nm) in FORMULATIONS if st == structure})
+        raise FormulationError(f"norm {norm!r} is not supported for {structure} networks; valid: {valid}") from None
+    return cls(network, method, output)

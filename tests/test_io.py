@@ -355,3 +355,14 @@ def test_load_pt_truncated(tmp_path):
     f.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError, match="not a readable torch file"):
         load(f)
+
+
+def test_shipped_demo_digits_npz():
+    f = Path(lipsdp.__file__).parent / "data" / "demo_digits.npz"
+    net = load(f)
+    assert net.dims == [64, 32, 32, 10] and net.activations[0].fn == "relu"
+    with np.load(f, allow_pickle=False) as d:
+        assert float(d["test_accuracy"]) > 0.9 and "load_digits" in str(d["description"])
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_digits(return_X_y=True)
+    assert np.mean(net.forward(X / 16.0).argmax(1) == y) > 0.9

@@ -113,6 +113,11 @@ class Activation:
     def describe(self) -> str:
         return self.kind
 
+    @property
+    def lipschitz(self) -> float:
+        """ℓ2 Lipschitz constant of the activation map itself (for naive bounds)."""
+        return 1.0
+
 
 # --- slope-restricted, elementwise ---------------------------------------------------------------
 
@@ -239,6 +244,10 @@ class SlopeRestricted(Activation):
 
     def describe(self) -> str:
         return self.fn
+
+    @property
+    def lipschitz(self) -> float:
+        return float(np.max(np.maximum(np.abs(self.alpha), np.abs(self.beta))))
 
 
 # --- GroupSort / MaxMin ---------------------------------------------------------------------

@@ -46,8 +46,9 @@ def select_output(W_last: np.ndarray, output) -> np.ndarray:
     return (c @ W_last)[None, :]
 
 
-def naive_l2(Ws) -> float:
-    return float(np.prod([np.linalg.norm(W, 2) for W in Ws]))
+def naive_l2(Ws, activations=()) -> float:
+    """Product of spectral norms, times each activation's own Lipschitz constant (1 for ReLU)."""
+    return float(np.prod([np.linalg.norm(W, 2) for W in Ws]) * np.prod([a.lipschitz for a in activations]))
 
 
 @dataclass
@@ -89,7 +90,7 @@ class FeedforwardL2:
 
     # ------------------------------------------------------------------------------------
     def naive_bound(self) -> float:
-        return naive_l2(self.Ws)
+        return naive_l2(self.Ws, self.network.activations)
 
     def problem(self) -> LMIProblem:
         Wn, qcs = self.Wn, self.qcs

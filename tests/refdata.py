@@ -1,0 +1,20 @@
+"""Where the shared reference networks live (../shared/refdata, or $LIPSDP_REFDATA).
+
+Tests that need them skip with a reason when the folder is absent.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+REFDATA = Path(os.environ.get("LIPSDP_REFDATA", _HERE.parent.parent / "shared" / "refdata"))
+LIPSDP = REFDATA / "LipSDP"
+MAXMIN = REFDATA / "QCs_MaxMin" / "networks_weights"
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference file {path} not found (set LIPSDP_REFDATA to the shared refdata folder)")
+    return path

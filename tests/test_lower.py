@@ -109,14 +109,21 @@ def test_deterministic_given_seed_and_float():
     assert float(a) == a.value and "quotient" in a.method
 
 
-def test_default_cost_small_for_784_100x5_10():
+def test_default_cost_small_for_784_100x5_10(monkeypatch):
+    """Measured 0.26-0.39 s wall on an idle 2-core box.  Wall time is flaky on a shared machine,
+    so the test bounds the work (Jacobian evaluations) and keeps only a loose wall-clock guard."""
     import time
 
+    from lipsdp import lower
+
+    calls = []
+    original = lower._NetworkOracle.jacobian
+    monkeypatch.setattr(lower._NetworkOracle, "jacobian", lambda self, x: calls.append(1) or original(self, x))
     net = _rand_net([784] + [100] * 5 + [10], 0)
     t = time.perf_counter()
     lb = lower_bound(net)
-    # measured 0.26-0.39 s on an idle 2-core box; the margin absorbs machines busy with other jobs
-    assert time.perf_counter() - t < 5.0
+    assert time.perf_counter() - t < 20.0
+    assert len(calls) <= 16 + 8 * 20 * 6  # 16 samples for this size, 8 starts x 20 steps x 6 proposals
     assert lb.value > 0
 
 

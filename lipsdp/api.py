@@ -88,6 +88,17 @@ class Certificate:
              " / ".join(f"{self.timings.get(k, 0.0):.3g} s" for k in ("build", "solve", "check"))),
         ]
 
+    def plot(self, ax=None, **kw):
+        """Plot [lower, upper] against the naive bound (:func:`lipsdp.plot.compare`)."""
+        from .plot import compare
+
+        return compare(self, ax=ax, **kw)
+
+    def _repr_html_(self) -> str:
+        from .report import certificate_table_html
+
+        return certificate_table_html(self)
+
     def __str__(self):
         rows = self.rows()
         w = max(len(k) for k, _ in rows)
@@ -145,6 +156,7 @@ def certify(
     verbose: bool = False,
     activation: str = "relu",
     allow_pickle: bool = False,
+    progress: bool | None = None,
 ) -> Certificate:
     """Certify an upper bound on the Lipschitz constant of ``model``.
 
@@ -159,6 +171,7 @@ def certify(
     lower: also compute a sampled lower bound (cheap) to report the gap.
     tol, time_limit, verbose: passed to the solver.
     activation, allow_pickle: used when ``model`` is a weight file (see :func:`lipsdp.load`).
+    progress: show stage / iteration / checked bound (tqdm); None = only when interactive.
 
     Returns a :class:`Certificate` whose ``bound`` passed the independent float64 check
     (``verified=True``); otherwise ``verified=False`` and a :class:`CertificationWarning`.
@@ -171,7 +184,10 @@ def certify(
     naive = form.naive_bound()
     options = SolveOptions(tol=tol, time_limit=time_limit, verbose=verbose)
     timings = {"build": 0.0, "solve": 0.0, "check": 0.0}
+    from .progress import progress as _progress
 
+    pb = _progress(progress, desc="lipsdp certify")
+    pb.stage("build")
     t0 = time.perf_counter()
     problem = form.problem()
     timings["build"] = time.perf_counter() - t0
@@ -184,6 +200,7 @@ def certify(
         rec = Recovered([{p.name: np.zeros(p.size) for p in qc.params()} for qc in form.qcs], 0.0)
         status, solver_bound, used = "optimal", None, "none"
     else:
+        pb.stage("solve")
         res = backend.solve(problem, options)
         timings["solve"] = res.seconds
         status, used = res.status, backend.name
@@ -196,6 +213,7 @@ def certify(
         solver_bound = form.bound_from_value(rec.rho_solver) if hasattr(form, "bound_from_value") else \
             float(math.sqrt(max(rec.rho_solver, 0.0)))
 
+    pb.stage("check")
     t0 = time.perf_counter()
     chk = form.check(rec)
     timings["check"] = time.perf_counter() - t0
@@ -203,6 +221,7 @@ def certify(
         bound = 0.0
     else:
         bound = form.bound_from_rho(chk.rho) if chk.verified else (solver_bound or float("nan"))
+    pb.close(bound=float(bound) if chk.verified else None)
 
     lb = None
     if lower:

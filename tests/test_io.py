@@ -14,13 +14,12 @@ from lipsdp.errors import InvalidNetworkError, ModelLoadError
 from lipsdp.io import ACTIVATION_NAMES, from_weights, load
 from lipsdp.ir import GroupSort, Householder, SlopeRestricted
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "refdata"
-if not REF.exists():
-    REF = Path("/work/shared/refdata")
-MNIST = REF / "LipSDP" / "mnist_weights.mat"
-RANDOM = REF / "LipSDP" / "random_weights.mat"
-MAXMIN = REF / "QCs_MaxMin" / "networks_weights" / "weights_l2_2fc_16.mat"
-needs_ref = pytest.mark.skipif(not MNIST.exists(), reason="shared/refdata not available")
+from tests.refdata import LIPSDP, MAXMIN as MAXMIN_DIR
+
+MNIST = LIPSDP / "mnist_weights.mat"
+RANDOM = LIPSDP / "random_weights.mat"
+MAXMIN = MAXMIN_DIR / "weights_l2_2fc_16.mat"
+needs_ref = pytest.mark.skipif(not MNIST.exists(), reason="shared refdata not found (set LIPSDP_REFDATA)")
 
 
 def _rand_weights(dims, seed=0):

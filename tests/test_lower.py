@@ -9,8 +9,6 @@ Golden values (notes/reference-values.md):
 * QCs_MaxMin weights_l2_2fc_16 (MaxMin): sampled lower bound 22.0213, P-free SDP 22.0744.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,11 +17,12 @@ from lipsdp.errors import FormulationError, InvalidNetworkError
 from lipsdp.io import from_weights, load
 from lipsdp.lower import LowerBound, lower_bound
 
-REF = Path("/work/shared/refdata")
-MNIST = REF / "LipSDP" / "mnist_weights.mat"
-RANDOM = REF / "LipSDP" / "random_weights.mat"
-MAXMIN16 = REF / "QCs_MaxMin" / "networks_weights" / "weights_l2_2fc_16.mat"
-needs_ref = pytest.mark.skipif(not MNIST.exists(), reason="shared/refdata not available")
+from tests.refdata import LIPSDP, MAXMIN
+
+MNIST = LIPSDP / "mnist_weights.mat"
+RANDOM = LIPSDP / "random_weights.mat"
+MAXMIN16 = MAXMIN / "weights_l2_2fc_16.mat"
+needs_ref = pytest.mark.skipif(not MNIST.exists(), reason="shared refdata not found (set LIPSDP_REFDATA)")
 
 
 def _rand_net(dims, seed, activation="relu", biases=False):

@@ -217,7 +217,7 @@ def _conv_layers(m: nn.modules.conv._ConvNd, shape: tuple, pre: Callable = lambd
     if shape[0] != m.in_channels:
         raise InvalidNetworkError(f"{type(m).__name__} expects {m.in_channels} input channels, got shape {shape}")
     conv = F.conv1d if spatial == 1 else F.conv2d
-    weight = m.weight.detach().to(torch.float64)
+    weight = m.weight.detach().to(device="cpu", dtype=torch.float64)
 
     def op(x):
         x = pre(x)
@@ -594,15 +594,20 @@ class _Walker:
             run = converter
         extra = [a for a in list(args[1:]) + list(kwargs.values()) if isinstance(a, (_Tensor, _Opaque))]
         found = "; ".join(a.what if isinstance(a, _Opaque) else "a second tensor" for a in extra)
+        # after an unsupported op shapes are unknown: propagate that silently, but keep listing
+        # every op that has no converter
+        poisoned = any(isinstance(a, _Tensor) and a.shape is None for a in list(args) + list(kwargs.values()))
         if run is None:
+            if poisoned and target in (operator.getitem, getattr):
+                return _Tensor((), None)
             return self.issue(node, what, "no converter registered for it" + (f" (it also uses {found})" if found else ""))
+        if poisoned:
+            return _Tensor((), None)
         if not args or not isinstance(args[0], _Tensor):
             return self.issue(node, what, "expected a tensor computed from the model input as first argument")
         if extra or (node.op == "call_module" and (len(args) > 1 or kwargs)):
             return self.issue(node, what, f"expected one tensor argument, got {found or 'extra arguments'}")
         x = args[0]
-        if x.shape is None:
-            return x  # an unsupported op came before: shapes are unknown from here on
         try:
             layers, shape = run(x.shape, *args[1:], **kwargs)
         except UnsupportedLayerError as exc:

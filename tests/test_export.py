@@ -280,7 +280,7 @@ def test_all_unsupported_layers_listed_in_one_error():
 
         def forward(self, x):
             x = F.avg_pool2d(self.pool(self.conv(x)), 1)
-            x = torch.softmax(self.norm(x.flatten(1)), dim=1)
+            x = torch.softmax(self.norm(x.view(x.size(0), -1)), dim=1)  # shape plumbing after an unsupported op
             return self.fc(x)
 
     with pytest.raises(UnsupportedLayerError) as err:
@@ -374,8 +374,10 @@ def test_register_rejects_non_module():
         register_module(int, lambda m, s: ([], s))
 
 
-def test_lazy_entry_point():
+def test_lazy_entry_point_and_supported_list():
     assert lipsdp.from_torch is from_torch
+    names = export_mod.supported_modules()
+    assert "torch.nn.modules.linear.Linear" in names and "lipsdp.models.modules.Householder" in names
 
 
 # --- lipsdp.models activations --------------------------------------------------------------

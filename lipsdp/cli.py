@@ -71,6 +71,7 @@ def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, default=None, help="solver time limit in seconds")
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")
     p.add_argument("--out", default=None, help="also write the JSON certificate to this file (atomically)")
+    p.add_argument("--report", default=None, help="also write a self-contained HTML report to this file")
 
 
 def _run_certify(args, path: str) -> int:
@@ -94,6 +95,10 @@ def _run_certify(args, path: str) -> int:
         print(cert)
     if args.out:
         write_atomic(args.out, cert.to_json(indent=2) + "\n")
+    if getattr(args, "report", None):
+        from .report import write_report
+
+        write_report(cert, args.report, network=path, activation=args.activation)
     if not cert.verified:
         print(f"lipsdp: error: the bound could not be verified ({cert.message})", file=sys.stderr)
         return EXIT_UNVERIFIED

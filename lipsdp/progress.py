@@ -122,10 +122,9 @@ class Progress:
         rec = {"t": time.perf_counter() - self._t0, "stage": stage or self._stage, "iteration": iteration,
                "bound": bound, **info}
         self.history.append(rec)
-        if stage is not None and stage != self._stage:
+        advance = stage is not None and stage != self._stage and stage in STAGES
+        if stage is not None:
             self._stage = stage
-            if self._bar is not None and stage in STAGES and self._bar.n < (self.total or 0):
-                self._bar.update(1)
         if self._bar is not None:
             post = {"stage": self._stage}
             if iteration is not None:
@@ -133,7 +132,9 @@ class Progress:
             if bound is not None and math.isfinite(bound):
                 post["bound"] = f"{bound:.6g}"
             post.update({k: v for k, v in info.items() if isinstance(v, (int, float, str))})
-            self._bar.set_postfix(post, refresh=True)
+            self._bar.set_postfix(post, refresh=not advance)
+            if advance and self._bar.n < (self.total or 0):
+                self._bar.update(1)
 
     def close(self, bound: float | None = None) -> None:
         if self.closed:

@@ -157,6 +157,8 @@ def certify(
     activation: str = "relu",
     allow_pickle: bool = False,
     progress: bool | None = None,
+    decompose="auto",
+    memory_limit=None,
 ) -> Certificate:
     """Certify an upper bound on the Lipschitz constant of ``model``.
 
@@ -171,6 +173,10 @@ def certify(
     lower: also compute a sampled lower bound (cheap) to report the gap.
     tol, time_limit, verbose: passed to the solver.
     activation, allow_pickle: used when ``model`` is a weight file (see :func:`lipsdp.load`).
+    decompose: ``"auto"`` (default), True or False — solve the exact chordal decomposition of the
+        LMI (:mod:`lipsdp.chordal`, math.md §3; same optimum); auto = only where it pays.
+    memory_limit: bytes (or ``"8GB"``); the estimated peak memory (:mod:`lipsdp.memory`) above it
+        raises :class:`~lipsdp.errors.MemoryLimitError` before solving.  None: 80% of the free RAM.
     progress: show stage / iteration / checked bound (tqdm); None = only when interactive.
 
     Returns a :class:`Certificate` whose ``bound`` passed the independent float64 check
@@ -193,6 +199,9 @@ def certify(
     timings["build"] = time.perf_counter() - t0
     solver_name = choose_auto(problem) if str(solver).lower() == "auto" else str(solver).lower()
     backend = get_backend(solver_name)
+    from .chordal import decompose_if
+
+    problem = decompose_if(problem, decompose, backend.name)
 
     if not form.qcs or form.trivial() is not None:
         from .formulations import Recovered
@@ -200,6 +209,9 @@ def certify(
         rec = Recovered([{p.name: np.zeros(p.size) for p in qc.params()} for qc in form.qcs], 0.0)
         status, solver_bound, used = "optimal", None, "none"
     else:
+        from .memory import guard
+
+        guard(problem, backend.name, memory_limit, sum(W.shape[1] for W in form.Ws) if hasattr(form, "Ws") else None)
         pb.stage("solve")
         res = backend.solve(problem, options)
         timings["solve"] = res.seconds

@@ -18,7 +18,8 @@ Manifest (YAML)
       - model: runs/*/ckpt-*.npz          # a path or a glob, or a list of them
         norm: [l2, linf]                  # a list means "each of these" (cartesian product)
         method: neuron
-        output: [null, 0, [[1, -1, 0]]]   # all outputs, logit 0, margin c = (1, -1, 0)
+        output: [null, 0, [1, -1, 0]]     # all outputs, logit 0, margin c = (1, -1, 0);
+                                          # one vector c alone is written [[1, -1, 0]]
       - model: big.mat
         activation: maxmin
         time_limit: 3600

@@ -33,6 +33,7 @@ __all__ = [
     "from_weights",
     "load",
     "Certificate",
+    "certified_accuracy",
 ]
 
 
@@ -49,6 +50,10 @@ def __getattr__(name):  # lazy: keep `import lipsdp` cheap and torch-free
         from . import io
 
         return getattr(io, name)
+    if name == "certified_accuracy":
+        from .robust import certified_accuracy
+
+        return certified_accuracy
     if name == "from_torch":
         from .models.export import from_torch  # torch imported only here
 

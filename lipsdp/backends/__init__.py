@@ -11,6 +11,7 @@ from lipsdp.errors import SolverError, SolverNotAvailableError
 
 from .base import Backend, SolveOptions, SolveResult, STATUSES
 from .cvxpy_backends import ClarabelBackend, CVXOPTBackend, MOSEKBackend, SCSBackend, SDPABackend
+from .native import NativeBackend
 
 __all__ = [
     "Backend",
@@ -36,7 +37,7 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
-for _cls in (CVXOPTBackend, SDPABackend, ClarabelBackend, SCSBackend, MOSEKBackend):
+for _cls in (NativeBackend, CVXOPTBackend, SDPABackend, ClarabelBackend, SCSBackend, MOSEKBackend):
     register_backend(_cls)
 
 

@@ -1,0 +1,482 @@
+"""lipsdp's own interior-point solver for low-rank LMI problems (math.md §10).
+
+Solves the solver-neutral :class:`~lipsdp.assembly.LMIProblem`
+
+    minimise c^T θ   s.t.   F_q(θ) = F0_q + Σ_i θ_i U_i C_i U_i^T ⪯ 0  (every LMI q),   θ[nonneg] ≥ 0,
+
+as the dual-form SDP ``max b^T y, Σ y_i A_i + S = C`` (y = θ, b = −c, A_i = U_i C_i U_i^T,
+C = −F0; the constraints θ_i ≥ 0 form a linear block) with a primal-dual path-following method
+(HKM direction, Mehrotra predictor–corrector; Helmberg, Rendl, Vanderbei, Wolkowicz, SIAM J.
+Optim. 1996; Kojima, Shindoh, Hara 1997; Monteiro 1997).  The Schur complement
+
+    M_ij = tr(A_i X A_j S^{-1}) = tr(C_i G^X_ij C_j G^S_ji),   G^X = U^T X U,  G^S = U^T S^{-1} U,
+
+is formed from the stacked low-rank factors U (math.md §10): no n×n matrix per multiplier is
+ever built.  U's columns are grouped by the layer blocks they touch, so the products with X and
+S^{-1} are dense GEMMs on (two-block) row ranges.
+
+The θ-iterates are kept *strictly feasible* (every step is accepted only after a Cholesky
+factorisation of −F(θ) succeeds), starting from a cheap layer-wise point (nonneg multipliers
+geometric in the depth, free ones 0, the objective variables raised until −F ≻ 0).  So when
+the time or iteration budget runs out the current point is a valid (sub-optimal) answer, returned
+with status ``"time_limit"``; like every backend result it is checked independently afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from lipsdp.errors import SolverError
+
+from .base import Backend, SolveOptions, SolveResult
+
+__all__ = ["NativeBackend"]
+
+
+# ------------------------------------------------------------------------------------------------
+# problem preparation
+# ------------------------------------------------------------------------------------------------
+class _Group:
+    """Terms of one LMI whose U's rows lie in one contiguous row range ``lo:hi``."""
+
+    def __init__(self, lo, hi, ucols, Ud):
+        self.lo, self.hi = lo, hi
+        self.ucols = ucols  # positions of these columns in the LMI's unique-column list
+        self.Ud = Ud  # dense (hi − lo) × len(ucols)
+
+
+class _PreparedLMI:
+    """One LMI: unique U columns grouped by row range, per-term C and variable."""
+
+    def __init__(self, lmi, n_vars):
+        self.n = n = int(lmi.size)
+        self.F0 = np.asarray(lmi.F0.toarray(), dtype=float)
+        blocks = list(lmi.blocks) if lmi.blocks and sum(lmi.blocks) == n else [n]
+        bstart = np.concatenate([[0], np.cumsum(blocks)]).astype(int)
+        # deduplicate identical U's (e.g. GroupSort's γ and τ share one factor)
+        keys: dict = {}
+        uid_of_term, U_list = [], []
+        for t in lmi.terms:
+            U = sp.csc_matrix(t.U)
+            U.sort_indices()
+            key = (U.shape, U.indptr.tobytes(), U.indices.tobytes(), U.data.tobytes())
+            if key not in keys:
+                keys[key] = len(U_list)
+                U_list.append(U)
+            uid_of_term.append(keys[key])
+        # group unique U's by the range of layer blocks their rows touch
+        ranges = {}
+        for u, U in enumerate(U_list):
+            rows = U.indices
+            if rows.size == 0:
+                b0 = b1 = 0
+            else:
+                b0 = int(np.searchsorted(bstart, rows.min(), side="right") - 1)
+                b1 = int(np.searchsorted(bstart, rows.max(), side="right") - 1)
+            ranges.setdefault((b0, b1), []).append(u)
+        self.groups = []
+        ucol_start = np.zeros(len(U_list) + 1, dtype=int)
+        order = []
+        for (b0, b1), us in sorted(ranges.items()):
+            order += us
+        # unique-column numbering follows the group order
+        pos = 0
+        ustart = {}
+        for u in order:
+            ustart[u] = pos
+            pos += U_list[u].shape[1]
+        self.R_u = pos
+        for (b0, b1), us in sorted(ranges.items()):
+            lo, hi = int(bstart[b0]), int(bstart[b1 + 1])
+            Ud = sp.hstack([U_list[u][lo:hi, :] for u in us]).toarray() if us else np.zeros((hi - lo, 0))
+            ucols = np.concatenate([np.arange(ustart[u], ustart[u] + U_list[u].shape[1]) for u in us])
+            self.groups.append(_Group(lo, hi, ucols, np.ascontiguousarray(Ud)))
+        del ucol_start
+        # term level: each term's columns expand to unique columns; C blocks; variable
+        self.var = np.array([t.var for t in lmi.terms], dtype=int)
+        self.rank = np.array([t.C.shape[0] for t in lmi.terms], dtype=int)
+        self.tstart = np.concatenate([[0], np.cumsum(self.rank)]).astype(int)
+        self.R_t = int(self.tstart[-1])
+        self.expand = np.concatenate(
+            [np.arange(ustart[uid_of_term[i]], ustart[uid_of_term[i]] + self.rank[i]) for i in range(len(lmi.terms))]
+        ) if lmi.terms else np.zeros(0, dtype=int)
+        self.Cbd = sp.block_diag([np.asarray(t.C, dtype=float) for t in lmi.terms], format="csr") if lmi.terms \
+            else sp.csr_matrix((0, 0))
+        self.Sel = sp.csr_matrix((np.ones(len(self.var)), (np.arange(len(self.var)), self.var)),
+                                 shape=(len(self.var), n_vars))
+        self.n_terms = len(lmi.terms)
+        # per group: terms of each rank (local column indices), and the COO pattern of
+        # D_g = Σ_i θ_var(i) C_i placed at the term's (local) columns
+        gid = np.empty(self.R_u, dtype=int)
+        loc = np.empty(self.R_u, dtype=int)
+        for k, g in enumerate(self.groups):
+            gid[g.ucols] = k
+            loc[g.ucols] = np.arange(len(g.ucols))
+        tgroup = np.array([gid[self.expand[self.tstart[i]]] for i in range(self.n_terms)], dtype=int)
+        for k, g in enumerate(self.groups):
+            g.by_rank = {}
+            tids = np.flatnonzero(tgroup == k)
+            rr, cc, vv, var = [], [], [], []
+            for r in np.unique(self.rank[tids]):
+                idx = tids[self.rank[tids] == r]
+                gcols = self.expand[(self.tstart[idx][:, None] + np.arange(r)[None, :])]
+                C = np.stack([np.asarray(lmi.terms[i].C, dtype=float) for i in idx])
+                lcols = loc[gcols]
+                g.by_rank[int(r)] = (idx, lcols, gcols, C)
+                rr.append(np.broadcast_to(lcols[:, :, None], C.shape).ravel())
+                cc.append(np.broadcast_to(lcols[:, None, :], C.shape).ravel())
+                vv.append(C.ravel())
+                var.append(np.repeat(self.var[idx], r * r))
+            g.d_rows = np.concatenate(rr) if rr else np.zeros(0, dtype=int)
+            g.d_cols = np.concatenate(cc) if cc else np.zeros(0, dtype=int)
+            g.d_vals = np.concatenate(vv) if vv else np.zeros(0)
+            g.d_var = np.concatenate(var) if var else np.zeros(0, dtype=int)
+
+    # --- operators --------------------------------------------------------------------------
+    def evaluate(self, theta):
+        """F(θ) dense."""
+        return self.F0 + self.apply(theta)
+
+    def apply(self, theta):
+        """Σ_i θ_var(i) A_i (dense n × n)."""
+        F = np.zeros((self.n, self.n))
+        for g in self.groups:
+            R = len(g.ucols)
+            if R == 0:
+                continue
+            D = sp.csr_matrix((theta[g.d_var] * g.d_vals, (g.d_rows, g.d_cols)), shape=(R, R))
+            T = np.asarray(D @ g.Ud.T)  # R × rows
+            F[g.lo:g.hi, g.lo:g.hi] += g.Ud @ T
+        return F
+
+    def UtYU(self, Y):
+        """U^T Y U on unique columns (dense R_u × R_u), Y dense n × n (symmetric)."""
+        G = np.empty((self.R_u, self.R_u))
+        YU = [Y[:, g.lo:g.hi] @ g.Ud for g in self.groups]
+        for gi, g in enumerate(self.groups):
+            for hi_, h in enumerate(self.groups):
+                if hi_ < gi:
+                    continue
+                blk = g.Ud.T @ YU[hi_][g.lo:g.hi, :]
+                G[np.ix_(g.ucols, h.ucols)] = blk
+                if hi_ != gi:
+                    G[np.ix_(h.ucols, g.ucols)] = blk.T
+        return G
+
+    def diag_traces(self, G):
+        """tr(C_i G_ii) per term from unique-column G."""
+        out = np.zeros(self.n_terms)
+        for g in self.groups:
+            for r, (idx, lcols, gcols, C) in g.by_rank.items():
+                blocks = G[gcols[:, :, None], gcols[:, None, :]]  # (k, r, r)
+                out[idx] = np.einsum("kab,kba->k", C, blocks)
+        return out
+
+    def diag_traces_of(self, Y):
+        """tr(C_i U_i^T Y U_i) per term for a dense (possibly nonsymmetric) n × n Y."""
+        out = np.zeros(self.n_terms)
+        for g in self.groups:
+            if not g.by_rank:
+                continue
+            Z = Y[g.lo:g.hi, g.lo:g.hi] @ g.Ud
+            for r, (idx, lcols, gcols, C) in g.by_rank.items():
+                blocks = np.einsum("pka,pkb->kab", g.Ud[:, lcols], Z[:, lcols], optimize=True)
+                out[idx] = np.einsum("kab,kba->k", C, blocks)
+        return out
+
+    def schur(self, GX, GS, n_vars, chunk_elems=2_000_000):
+        """M_ij = Σ over terms of tr(C_i GX_ij C_j GS_ji), summed into variables."""
+        M = np.zeros((n_vars, n_vars))
+        if self.n_terms == 0:
+            return M
+        ex = self.expand
+        Cbd = self.Cbd
+        R = self.R_t
+        rows_per = max(1, chunk_elems // max(R, 1))
+        i0 = 0
+        while i0 < self.n_terms:
+            # chunk of whole terms
+            i1 = int(np.searchsorted(self.tstart, self.tstart[i0] + rows_per, side="right") - 1)
+            i1 = max(i1, i0 + 1)
+            i1 = min(i1, self.n_terms)
+            a, b = self.tstart[i0], self.tstart[i1]
+            rows = ex[a:b]
+            GXr = GX[rows][:, ex]  # (b−a) × R
+            GSr = GS[rows][:, ex]
+            K1 = Cbd[a:b, a:b] @ GXr
+            K2T = (Cbd.T @ GSr.T).T  # = GSr @ Cbd
+            P = K1 * K2T
+            Pc = np.add.reduceat(P, self.tstart[:-1], axis=1)
+            Mc = np.add.reduceat(Pc, self.tstart[i0:i1] - a, axis=0)
+            M += self.Sel[i0:i1].T @ np.asarray(self.Sel.T @ Mc.T).T
+            i0 = i1
+        return M
+
+
+
+# ------------------------------------------------------------------------------------------------
+def _chol(A):
+    try:
+        return sla.cholesky(A, lower=True, check_finite=False)
+    except (np.linalg.LinAlgError, sla.LinAlgError):
+        return None
+
+
+def _max_step(L, D, cap=1.0):
+    """Largest α ≤ cap with L L^T + α D ⪰ 0 (estimated): 1/max(0, −λ_min(L^{-1} D L^{-T}))."""
+    n = L.shape[0]
+    T = sla.solve_triangular(L, D, lower=True, check_finite=False)
+    T = sla.solve_triangular(L, T.T, lower=True, check_finite=False)
+    T = 0.5 * (T + T.T)
+    if n <= 300:
+        lam = float(sla.eigvalsh(T, subset_by_index=[0, 0], check_finite=False)[0])
+    else:
+        from scipy.sparse.linalg import eigsh
+
+        try:
+            lam = float(eigsh(T, k=1, which="SA", tol=1e-4, return_eigenvectors=False)[0])
+            lam = lam - 1e-3 * abs(lam)
+        except Exception:
+            lam = float(sla.eigvalsh(T, subset_by_index=[0, 0], check_finite=False)[0])
+    if lam >= 0:
+        return cap
+    return min(cap, -1.0 / lam)
+
+
+class NativeBackend(Backend):
+    """Primal-dual interior point with low-rank Schur complement (math.md §10); feasible iterates."""
+
+    name = "native"
+    REQUIRED_MODULES = ("numpy", "scipy")
+    description = "lipsdp's own interior point: low-rank Schur complement, strictly feasible iterates (anytime)"
+
+    def solve(self, problem, options: SolveOptions) -> SolveResult:
+        t0 = time.perf_counter()
+        try:
+            return self._solve(problem, options, t0)
+        except SolverError:
+            raise
+        except MemoryError as exc:
+            return SolveResult("error", None, None, time.perf_counter() - t0, message=f"out of memory: {exc}")
+
+    # ------------------------------------------------------------------------------------------
+    def _start(self, problem, lmis):
+        """A strictly feasible θ: nonneg multipliers geometric in the depth, objective vars raised."""
+        nv = problem.n_vars
+        depth = np.zeros(nv)
+        for P, lmi in zip(lmis, problem.lmis):
+            nb = max(1, len(lmi.blocks))
+            bstart = np.concatenate([[0], np.cumsum(lmi.blocks)]) if lmi.blocks else np.array([0, P.n])
+            for t in lmi.terms:
+                if t.U.nnz:
+                    b1 = int(np.searchsorted(bstart, t.U.indices.max(), side="right") - 1)
+                    depth[t.var] = max(depth[t.var], nb - 1 - b1)
+        obj = (problem.c > 0) & problem.nonneg
+        for q in (1.0, 1.5, 2.0, 4.0):
+            th = np.where(problem.nonneg, 2.0 * q ** depth, 0.0)
+            th[obj] = 1.0
+            for _ in range(80):
+                if all(_chol(-P.evaluate(th)) is not None for P in lmis):
+                    return th
+                th[obj] *= 4.0
+        raise SolverError(
+            "native solver: could not find a strictly feasible starting point (tried layer-wise multipliers "
+            "and raising the objective variables); expected a LipSDP-type problem whose objective variables "
+            "make the LMI negative definite when large; try solver='cvxopt'"
+        )
+
+    def _solve(self, problem, options, t0):
+        nv = problem.n_vars
+        c = np.asarray(problem.c, dtype=float)
+        nn = np.flatnonzero(problem.nonneg)
+        lmis = [_PreparedLMI(l, nv) for l in problem.lmis]
+        theta = self._start(problem, lmis)
+        b = -c
+        # initial primal point X = S^{-1} scaled, x = 1/s
+        Ss = [-P.evaluate(theta) for P in lmis]
+        Ls = [_chol(S) for S in Ss]
+        s = theta[nn].copy()
+        nu = sum(P.n for P in lmis) + len(nn)
+        scale = max(1.0, abs(float(c @ theta))) / nu
+        Sinv = [sla.cho_solve((L, True), np.eye(L.shape[0]), check_finite=False) for L in Ls]
+        Xs = [scale * nu * 0 + Si * max(1.0, abs(float(c @ theta)) / nu) for Si in Sinv]
+        x = 1.0 / s * max(1.0, abs(float(c @ theta)) / nu)
+        LXs = [_chol(X) for X in Xs]
+        tol = max(float(options.tol), 1e-12)
+        max_iters = options.max_iters or 200
+        best = (float(c @ theta), theta.copy())
+        status, msg, it = "optimal_inaccurate", "", 0
+        bnorm = 1.0 + np.linalg.norm(b)
+        hist: list[float] = []
+        theta0 = theta.copy()
+        for it in range(1, max_iters + 1):
+            # --- Schur complement and residuals
+            M = np.zeros((nv, nv))
+            AX = np.zeros(nv)
+            ASi = np.zeros(nv)
+            GXs, GSs = [], []
+            for P, X, Si in zip(lmis, Xs, Sinv):
+                GX = P.UtYU(X)
+                GS = P.UtYU(Si)
+                M += P.schur(GX, GS, nv)
+                AX += P.Sel.T @ P.diag_traces(GX)
+                ASi += P.Sel.T @ P.diag_traces(GS)
+                GXs.append(GX)
+                GSs.append(GS)
+            # LP block: A_lin = −e_i on nonneg vars
+            AX[nn] -= x
+            ASi[nn] -= 1.0 / s
+            M[nn, nn] += x / s
+            rp = b - AX
+            gap = sum(float(np.sum(X * S)) for X, S in zip(Xs, Ss)) + float(x @ s)
+            mu = gap / nu
+            pobj = float(c @ theta)
+            dlow = -sum(float(np.sum(P.F0 * X)) for P, X in zip(lmis, Xs))  # tr(Cm X), Cm = −F0
+            relgap = gap / max(1.0, abs(pobj))
+            pinf = np.linalg.norm(rp) / bnorm
+            if options.verbose:
+                print(f"[native] it {it:3d} obj {pobj:.9g} gap {relgap:.2e} pinf {pinf:.2e} "
+                      f"t {time.perf_counter() - t0:.2f}s")
+            if relgap < tol and pinf < max(tol, 1e-9) * 10:
+                status = "optimal"
+                break
+            hist.append(relgap)
+            if len(hist) > 6 and min(hist[-6:]) > 0.5 * min(hist[:-6]):  # no progress in 6 steps
+                if relgap < 1e-6 and pinf < 1e-6:
+                    status, msg = "optimal", f"stalled at relative gap {relgap:.1e} (numerical limit)"
+                else:
+                    status, msg = "optimal_inaccurate", f"stalled at relative gap {relgap:.1e}"
+                break
+            if options.time_limit is not None and time.perf_counter() - t0 > options.time_limit:
+                status, msg = "time_limit", f"time limit {options.time_limit} s reached"
+                break
+            Mf = self._factor(M)
+            # --- predictor
+            dth_a = self._msolve(Mf, b)
+            step_a = self._direction(lmis, Xs, Sinv, x, s, nn, dth_a, mu, 0.0, None)
+            ap, ad = self._steps(lmis, Ls, LXs, x, s, nn, step_a, dth_a)
+            mu_aff = (sum(float(np.sum((X + ap * dX) * (S + ad * dS)))
+                          for X, S, dX, dS in zip(Xs, Ss, step_a[0], step_a[1]))
+                      + float((x + ap * step_a[2]) @ (s + ad * step_a[3]))) / nu
+            sigma = min(1.0, max(0.0, (mu_aff / mu) ** 3)) if mu > 0 else 0.0
+            # --- corrector
+            corr = [P.Sel.T @ P.diag_traces_of(dX @ dS @ Si) for P, dX, dS, Si in zip(lmis, step_a[0], step_a[1], Sinv)]
+            rhs = b - sigma * mu * ASi
+            for cq in corr:
+                rhs = rhs + cq
+            # LP corrector: A_lin(dx_a ds_a / s) = −dx ds / s
+            rhs[nn] -= step_a[2] * step_a[3] / s
+            dth = self._msolve(Mf, rhs)
+            stp = self._direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, step_a)
+            ap, ad = self._steps(lmis, Ls, LXs, x, s, nn, stp, dth)
+            # --- update (θ must stay strictly feasible: verified by Cholesky)
+            while True:
+                th_new = theta + ad * dth
+                Ss_new = [-P.evaluate(th_new) for P in lmis]
+                Ls_new = [_chol(S) for S in Ss_new]
+                if all(L is not None for L in Ls_new) and np.all(th_new[nn] > 0):
+                    break
+                ad *= 0.5
+                if ad < 1e-12:
+                    raise SolverError("native solver: step length collapsed")
+            theta, Ss, Ls = th_new, Ss_new, Ls_new
+            s = theta[nn].copy()
+            while True:
+                Xn = [X + ap * dX for X, dX in zip(Xs, stp[0])]
+                xn = x + ap * stp[2]
+                LXn = [_chol(X) for X in Xn]
+                if all(L is not None for L in LXn) and np.all(xn > 0):
+                    break
+                ap *= 0.5
+            Xs, x, LXs = Xn, xn, LXn
+            Sinv = [sla.cho_solve((L, True), np.eye(L.shape[0]), check_finite=False) for L in Ls]
+            val = float(c @ theta)
+            if val < best[0]:
+                best = (val, theta.copy())
+        else:
+            status, msg = ("time_limit", f"iteration limit {max_iters} reached") if options.max_iters else \
+                ("optimal_inaccurate", "iteration limit reached")
+        th = self._safeguard(lmis, c, best[1], theta0, nn)
+        return SolveResult(status, th, float(c @ th), time.perf_counter() - t0, iterations=it, message=msg)
+
+    @staticmethod
+    def _safeguard(lmis, c, theta, theta0, nn):
+        """Move θ a little towards the strictly feasible start θ0 so that −F(θ) keeps a margin
+        above rounding level (the independent check needs it: near the optimum some blocks are
+        singular, e.g. T − W^T W in the NSR chain).  Costs ≤ 1e-5 of the objective (usually 0)."""
+        u = 2.0 ** -53
+        f, f0 = float(c @ theta), float(c @ theta0)
+        for eps in (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5):
+            t = 0.0 if eps == 0 else min(1.0, eps * max(abs(f), 1e-300) / max(f0 - f, 1e-300))
+            th = theta + t * (theta0 - theta)
+            ok = bool(np.all(th[nn] >= 0))
+            for P in lmis:
+                if not ok:
+                    break
+                A = -P.evaluate(th)
+                d = np.sqrt(np.maximum(np.diag(A), 1e-300))
+                As = A / d[:, None] / d[None, :]
+                ok = _chol(As - max(20.0 * P.n * P.n * u, 1e-8) * np.eye(P.n)) is not None
+            if ok:
+                return th
+        return th
+
+    # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _factor(M):
+        M = 0.5 * (M + M.T)
+        d = np.sqrt(np.maximum(np.diag(M), 1e-300))
+        Ms = M / d[:, None] / d[None, :]
+        for reg in (0.0, 1e-14, 1e-12, 1e-10, 1e-8):
+            try:
+                cf = sla.cho_factor(Ms + reg * np.eye(len(M)), lower=True, check_finite=False)
+                return cf, d
+            except (np.linalg.LinAlgError, sla.LinAlgError):
+                continue
+        return ("lstsq", Ms), d
+
+    @staticmethod
+    def _msolve(Mf, r):
+        cf, d = Mf
+        if isinstance(cf[0], str):
+            return np.linalg.lstsq(cf[1], r / d, rcond=None)[0] / d
+        return sla.cho_solve(cf, r / d, check_finite=False) / d
+
+    @staticmethod
+    def _direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, pred):
+        """HKM: dS = −Σ dθ_i A_i, dX = σμ S^{-1} − X − sym(X dS S^{-1}) [− sym(dX_a dS_a S^{-1})]."""
+        dXs, dSs = [], []
+        for q, (P, X, Si) in enumerate(zip(lmis, Xs, Sinv)):
+            dS = -P.apply(dth)
+            Y = X @ dS @ Si
+            if pred is not None:
+                Y = Y + pred[0][q] @ pred[1][q] @ Si
+            dX = sigma * mu * Si - X - 0.5 * (Y + Y.T)
+            dXs.append(0.5 * (dX + dX.T))
+            dSs.append(dS)
+        ds = dth[nn].copy()
+        dx = sigma * mu / s - x - x * ds / s
+        if pred is not None:
+            dx -= pred[2] * pred[3] / s
+        return dXs, dSs, dx, ds
+
+    @staticmethod
+    def _steps(lmis, Ls, LXs, x, s, nn, step, dth, frac=0.95):
+        dXs, dSs, dx, ds = step
+        ap = 1.0 / frac
+        ad = 1.0 / frac
+        for L, dS in zip(Ls, dSs):
+            ad = min(ad, _max_step(L, dS, ad))
+        for LX, dX in zip(LXs, dXs):
+            ap = min(ap, _max_step(LX, dX, ap))
+        neg = dx < 0
+        if neg.any():
+            ap = min(ap, float(np.min(-x[neg] / dx[neg])))
+        neg = ds < 0
+        if neg.any():
+            ad = min(ad, float(np.min(-s[neg] / ds[neg])))
+        return min(1.0, frac * ap), min(1.0, frac * ad)

@@ -761,9 +761,9 @@ class _Progress:
             self.bar = tqdm.tqdm(total=total, unit="job", file=self.stream, dynamic_ncols=True)
             self._postfix()
 
-    def _postfix(self):
+    def _postfix(self, refresh=True):
         running = min(self.total - self.done - self.failed, max(1, self.nthreads()))
-        self.bar.set_postfix_str(f"done={self.done} failed={self.failed} running={running}")
+        self.bar.set_postfix_str(f"done={self.done} failed={self.failed} running={running}", refresh=refresh)
 
     def update(self, job: Job, row: dict, attempts: int):
         if row["status"] == "failed":
@@ -771,8 +771,8 @@ class _Progress:
         else:
             self.done += 1
         if self.mode == "bar":
+            self._postfix(refresh=False)
             self.bar.update(1)
-            self._postfix()
         elif self.mode == "log":
             n = self.done + self.failed
             what = (f"bound {row['certificate']['bound']:.6g}" if row.get("certificate") else
@@ -783,7 +783,7 @@ class _Progress:
 
     def note(self, text: str):
         if self.mode == "bar":
-            self.bar.write(f"lipsdp batch: {text}")
+            self.bar.write(f"lipsdp batch: {text}", file=self.stream)
         elif self.mode == "log":
             print(f"lipsdp batch: {text}", file=self.stream, flush=True)
 

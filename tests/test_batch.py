@@ -288,3 +288,28 @@ def test_cli_local_cluster_ctrl_c_and_resume(tmp_path):
     assert "8 jobs — ok: 8" in res.stdout
     assert f"{8 - n} to run" in res.stderr
     assert len(rows_in(store)) == 8
+
+
+def test_progress_log_lines_and_summary(tmp_path):
+    import io
+
+    net = write_nets(tmp_path, 1)[0]
+    job = batch.expand([{"model": str(net)}])[0]
+    stream = io.StringIO()  # not a terminal: plain log lines
+    p = batch._Progress(2, lambda: 2, stream=stream)
+    assert p.mode == "log"
+    p.update(job, {"status": "ok", "certificate": {"bound": 3.25}, "seconds": 1.5, "host": "h"}, 1)
+    p.update(job, {"status": "failed", "error_type": "timeout", "error": "time limit exceeded: killed after 2 s",
+                   "seconds": 2.0, "host": "h"}, 2)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("lipsdp batch: [1/2] ok") and "bound 3.25" in lines[0]
+    assert "[2/2] failed" in lines[1] and "timeout: time limit exceeded" in lines[1] and "attempt 2" in lines[1]
+    store = batch.Store(tmp_path / "r.sqlite")
+    store.write(job, {"status": "failed", "error_type": "load", "error": "boom"}, 1)
+    store.write(job, {"status": "ok", "certificate": {"bound": 2.0, "verified": True, "solver": "cvxopt"}}, 2)
+    store.write(job, {"status": "failed", "error_type": "load", "error": "late"}, 3)  # never overwrites a result
+    df = store.dataframe([job.key])
+    store.close()
+    assert len(df) == 1 and df.loc[0, "status"] == "ok" and df.loc[0, "attempts"] == 2
+    text = batch.summary(df)
+    assert text.startswith("1 jobs — ok: 1  unverified: 0  failed: 0") and "net000.npz" in text

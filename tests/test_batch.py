@@ -313,3 +313,19 @@ def test_progress_log_lines_and_summary(tmp_path):
     assert len(df) == 1 and df.loc[0, "status"] == "ok" and df.loc[0, "attempts"] == 2
     text = batch.summary(df)
     assert text.startswith("1 jobs — ok: 1  unverified: 0  failed: 0") and "net000.npz" in text
+
+
+def test_cli_existing_scheduler(tmp_path, client, capsys):
+    from lipsdp.cli import main
+
+    write_nets(tmp_path, 2, seed=500)
+    (tmp_path / "m.csv").write_text("model,solver,lower\nnet*.npz,cvxopt,false\n")
+    out = tmp_path / "r.sqlite"
+    args = ["batch", str(tmp_path / "m.csv"), "--out", str(out), "--scheduler", client.scheduler.address]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "2 jobs — ok: 2  unverified: 0  failed: 0" in text and "net500.npz" in text
+    assert main(args) == 2  # already stored, no --resume
+    assert "already holds 2 of these 2 jobs" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0
+    assert len(rows_in(out)) == 2

@@ -398,8 +398,13 @@ def should_decompose(problem: LMIProblem, solver_name: str) -> bool:
     most half of the LMI order (≥ 3 layer blocks of similar width) and the separator variables
     stay below 200 000.  Schur-complement IPMs (CVXOPT, SDPA, MOSEK) and lipsdp's own
     structure-exploiting solver are never decomposed automatically: the m² Newton system
-    grows with the Σ s²/2 separator variables (see the measurements in the README's
-    "Chordal decomposition" section / benchmarks).
+    grows with the Σ s²/2 separator variables.
+
+    Measured (2 shared cores under load ≈ 8, so ±30%; ReLU 4-20×8-1, LMI order 164 → 8 cliques
+    of order 40, 161 → 1 631 variables; same checked bound 0.0360221 up to solver accuracy):
+    Clarabel 29.4 s → 21.3 s, SCS 50.1 s → 26.1 s, CVXOPT 12.2 s → 62.3 s (5× slower).
+    On 784-100×5-10 (order 600 → 5 cliques of order 200) Clarabel's estimated memory drops
+    from ≈ 240 GiB to ≈ 15 GiB (lipsdp.memory).
     """
     if str(solver_name).lower() not in CONE_BOUND_SOLVERS:
         return False

@@ -52,6 +52,7 @@ class Certificate:
     sizes: dict = field(default_factory=dict)
     network: str = ""
     version: str = __version__
+    per_output: list | None = None  # ℓ∞ without ``output``: one checked bound per logit
 
     @property
     def gap(self) -> float | None:
@@ -185,7 +186,17 @@ def certify(
     t_start = time.perf_counter()
     if norm not in NORMS:
         raise FormulationError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+    if hasattr(model, "W") and hasattr(model, "U") and hasattr(model, "C"):  # implicit model (duck-typed)
+        from .formulations.implicit import certify_implicit
+
+        return certify_implicit(model, norm=norm, method=method, solver=solver, lower=lower, tol=tol,
+                                time_limit=time_limit, verbose=verbose)
     net = as_network(model, input_shape=input_shape, activation=activation, allow_pickle=allow_pickle)
+    if norm == "linf" and output is None and net.output_dim > 1:
+        from .formulations.linf import certify_all_outputs
+
+        return certify_all_outputs(certify, net, net.output_dim, norm=norm, method=method, solver=solver,
+                                   lower=lower, tol=tol, time_limit=time_limit, verbose=verbose)
     form = formulation_for(net, norm, method, output)
     naive = form.naive_bound()
     options = SolveOptions(tol=tol, time_limit=time_limit, verbose=verbose)

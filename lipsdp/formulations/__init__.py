@@ -22,6 +22,12 @@ def register_formulation(structure: str, norm: str, cls: type) -> None:
 
 
 def formulation_for(network, norm: str, method: str, output=None):
+    if method == "residual-relu":  # LipSDP-RR baseline (rr.py)
+        from .rr import ResidualReLU
+
+        if norm != "l2":
+            raise FormulationError(f"method='residual-relu' supports norm='l2' only, got {norm!r}")
+        return ResidualReLU(network, method, output)
     structure = "feedforward" if network.is_feedforward else "residual"
     try:
         cls = FORMULATIONS[(structure, norm)]
@@ -29,3 +35,10 @@ def formulation_for(network, norm: str, method: str, output=None):
         valid = sorted({nm for (st, nm) in FORMULATIONS if st == structure})
         raise FormulationError(f"norm {norm!r} is not supported for {structure} networks; valid: {valid}") from None
     return cls(network, method, output)
+
+# --- further formulations (linf.py, residual.py, rr.py) ---------------------------------------
+from .linf import FeedforwardLinf  # noqa: E402
+from .residual import ResidualL2  # noqa: E402
+
+register_formulation("feedforward", "linf", FeedforwardLinf)
+register_formulation("residual", "l2", ResidualL2)

@@ -1,0 +1,309 @@
+"""Implicit (equilibrium) models z = φ(W z + U x + b), y = C z (math.md §8).
+
+**ℓ2 bound.**  With ξ = (x, z), v = W z + U x = [U, W] ξ and the QC Q(θ) of φ (slope-restricted,
+GroupSort, Householder; full P-free multipliers by default)::
+
+    M(ρ, θ) = [[U, W], [0, I]]^T Q(θ) [[U, W], [0, I]] + blkdiag(−ρ I, C^T C) ⪯ 0,
+
+so ‖y − y'‖ ≤ sqrt(ρ) ‖x − x'‖ for any two equilibria (the lifted LMI of :mod:`.residual` with
+one activation block).  bound = sqrt(ρ).
+
+**Well-posedness** (a unique equilibrium for every x): if φ is non-expansive in the norm
+‖z‖_T = sqrt(z^T T z) — true for every T = blkdiag(λ_i I + γ_i Π_i) ≻ 0 with λ ≥ 0 for
+GroupSort / Householder (they preserve Π_i z and are 1-Lipschitz in ℓ2), and for T = diag(λ) ≻ 0
+for slope-restricted φ with slopes in [−1, 1] — then T − W^T T W ≻ 0 makes z ↦ φ(Wz + Ux + b)
+a contraction in ‖·‖_T (Banach).  **Decision:** the SDP imposes, with the *same* T as the QC,
+
+    W^T T W − T + ε I ⪯ 0,   −T + ε I ⪯ 0     (ε = WELLPOSED_MARGIN),
+
+and the check proves T − W^T T W ≻ 0 and T ≻ 0 strictly with :func:`lipsdp.check.psd_proof`
+(rounding-safe Cholesky with a positive margin δ).  A certificate is ``verified`` only when
+both the Lipschitz LMI and well-posedness are proven; the message reports both.
+
+Normalisation: U and C are divided by their spectral norms (z scales by 1/‖U‖ since φ is
+positively homogeneous in the QC sense); θ = θ' ‖C‖², ρ = ρ' ‖U‖² ‖C‖².  W is not scaled.
+Revay, Wang, Manchester, "Lipschitz bounded equilibrium networks" (2020) for the contraction
+argument; Pauli et al., ICLR 2024 (arXiv 2401.14033) for the QCs.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+from lipsdp.constraints import constraint_for
+
+from ..assembly import LMI, LMIProblem, LMITerm
+from ..check import CheckResult, psd_proof
+from ..errors import FormulationError, InvalidNetworkError, SolverError
+from ..ir import Activation, GroupSort, SlopeRestricted
+from .feedforward import Recovered
+from .residual import Lifted, check_lifted, lifted_problem
+
+__all__ = ["ImplicitNetwork", "ImplicitL2", "certify_implicit", "implicit_lower_bound", "WELLPOSED_MARGIN"]
+
+#: strictness of T − W^T T W ⪰ ε I and T ⪰ ε I in the solver's (normalised) problem
+WELLPOSED_MARGIN = 1e-6
+
+
+def _arr(x, what, ndim):
+    try:
+        a = np.array(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidNetworkError(f"implicit model {what}: expected a numeric array ({exc})") from None
+    if a.ndim != ndim or a.size == 0 or not np.all(np.isfinite(a)):
+        raise InvalidNetworkError(f"implicit model {what}: expected a finite non-empty {ndim}-D array, got shape {a.shape}")
+    return a
+
+
+class ImplicitNetwork:
+    """z = φ(W z + U x + b), y = C z.  W (n, n), U (n, d), C (m, n), b (n,) or None.
+
+    ``activation``: an :class:`lipsdp.ir.Activation` (sized to n here), ``"maxmin"`` or a slope
+    function name (``"relu"``, ``"tanh"``, …).  Any object with attributes W, U, C, b,
+    activation (e.g. ``lipsdp.models.export.ImplicitSpec``) is accepted by :meth:`coerce`.
+    """
+
+    def __init__(self, W, U, C, activation="relu", b=None, name: str = ""):
+        self.W = _arr(W, "W", 2)
+        n = self.W.shape[0]
+        if self.W.shape != (n, n):
+            raise InvalidNetworkError(f"implicit model W: expected a square matrix, got shape {self.W.shape}")
+        self.U = _arr(U, "U", 2)
+        if self.U.shape[0] != n:
+            raise InvalidNetworkError(f"implicit model U: expected {n} rows (one per hidden unit), got shape {self.U.shape}")
+        self.C = _arr(C, "C", 2)
+        if self.C.shape[1] != n:
+            raise InvalidNetworkError(f"implicit model C: expected {n} columns, got shape {self.C.shape}")
+        self.b = None if b is None else _arr(np.ravel(b), "b", 1)
+        if self.b is not None and self.b.shape[0] != n:
+            raise InvalidNetworkError(f"implicit model b: expected {n} entries, got {self.b.shape[0]}")
+        if isinstance(activation, Activation):
+            act = activation
+        elif activation == "maxmin":
+            act = GroupSort(2)
+        elif isinstance(activation, str):
+            act = SlopeRestricted(activation)
+        else:
+            raise InvalidNetworkError(
+                f"implicit model activation: expected an lipsdp.ir.Activation or a name, got {type(activation).__name__}")
+        self.activation = act.with_size(n)
+        self.name = name
+
+    @classmethod
+    def coerce(cls, model) -> "ImplicitNetwork":
+        if isinstance(model, cls):
+            return model
+        for a in ("W", "U", "C", "activation"):
+            if not hasattr(model, a):
+                raise InvalidNetworkError(f"implicit model: expected attributes W, U, C, activation (and b); missing {a!r}")
+        return cls(model.W, model.U, model.C, model.activation, getattr(model, "b", None))
+
+    @property
+    def input_dim(self):
+        return self.U.shape[1]
+
+    @property
+    def output_dim(self):
+        return self.C.shape[0]
+
+    def __repr__(self):
+        return f"ImplicitNetwork(d={self.input_dim}, n={self.W.shape[0]}, m={self.output_dim}, {self.activation.describe()})"
+
+    def equilibrium(self, x, tol: float = 1e-14, max_iter: int = 20000) -> np.ndarray:
+        """Fixed point z(x) by Picard iteration (a contraction when the model is well posed)."""
+        X = np.atleast_2d(np.asarray(x, dtype=float))
+        Z = np.zeros((X.shape[0], self.W.shape[0]))
+        bx = X @ self.U.T + (0.0 if self.b is None else self.b)
+        for _ in range(max_iter):
+            Zn = self.activation.forward(Z @ self.W.T + bx)
+            if np.max(np.abs(Zn - Z)) <= tol * max(1.0, float(np.max(np.abs(Zn)))):
+                return Zn
+            Z = Zn
+        raise SolverError("implicit model: the fixed-point iteration did not converge (is the model well posed?)")
+
+    def forward(self, x):
+        Z = self.equilibrium(x)
+        y = Z @ self.C.T
+        return y[0] if np.ndim(x) == 1 else y
+
+    def jacobian(self, x):
+        z = self.equilibrium(x)[0]
+        v = self.W @ z + self.U @ np.ravel(x) + (0.0 if self.b is None else self.b)
+        D = self.activation.jacobian(v)
+        n = self.W.shape[0]
+        return self.C @ np.linalg.solve(np.eye(n) - D @ self.W, D @ self.U)
+
+
+def _t_basis(qc):
+    """(param name, index, T_j) for the multipliers entering T (not P): T = Σ θ_j T_j."""
+    out = []
+    zero = {p.name: np.zeros(p.size) for p in qc.params()}
+    for p in qc.params():
+        if p.name == "tau":
+            continue
+        for i in range(p.size):
+            vals = {k: v.copy() for k, v in zero.items()}
+            vals[p.name][i] = 1.0
+            out.append((p.name, i, _t_matrix(qc, vals)))
+    return out
+
+
+def _t_matrix(qc, vals):
+    Q11, Q12, Q22 = qc.blocks(vals)
+    if qc.activation.kind == "slope":
+        return -0.5 * Q22  # Q22 = −2T
+    vals = dict(vals)
+    if "tau" in vals:
+        vals["tau"] = np.zeros_like(vals["tau"])
+    return qc.blocks(vals)[0]  # Q11 = T − 2S with S = 0
+
+
+class ImplicitL2:
+    """The formulation object (problem / recover / check), used by :func:`certify_implicit`."""
+
+    norm = "l2"
+
+    def __init__(self, model, method: str = "neuron"):
+        m = ImplicitNetwork.coerce(model)
+        self.model = m
+        self.method = method
+        act = m.activation
+        self.qc = constraint_for(act, method)
+        self.qcs = [self.qc]
+        n, d = m.W.shape[0], m.input_dim
+        self.n, self.d = n, d
+        self.orig = Lifted(d, [np.hstack([m.U, m.W])], [self.qc], np.hstack([np.zeros((m.output_dim, d)), m.C]),
+                           [1.0], 1.0)
+        sU = float(np.linalg.norm(m.U, 2)) or 1.0
+        sC = float(np.linalg.norm(m.C, 2)) or 1.0
+        Un = m.U / sU
+        if d > n:
+            Uu, S, _ = np.linalg.svd(Un, full_matrices=False)
+            Un = Uu * S
+        dr = Un.shape[1]
+        self.lift = Lifted(dr, [np.hstack([Un, m.W])], [self.qc], np.hstack([np.zeros((m.output_dim, dr)), m.C / sC]),
+                           [1.0 / sU], 1.0 / sU * sC)
+        self.sU, self.sC = sU, sC
+        self.zero = not np.any(m.U) or not np.any(m.C)
+        if act.kind == "slope":
+            self.one_lipschitz = bool(np.all(act.alpha >= -1.0) and np.all(act.beta <= 1.0))
+        else:
+            self.one_lipschitz = act.kind in ("groupsort", "householder")
+
+    def naive_bound(self) -> float:
+        """‖C‖ ‖U‖ Lip(φ) / (1 − Lip(φ)‖W‖) when Lip(φ)‖W‖ < 1, else inf."""
+        lip = float(self.model.activation.lipschitz)
+        q = lip * float(np.linalg.norm(self.model.W, 2))
+        if q >= 1:
+            return float("inf")
+        return self.sC * self.sU * lip / (1 - q)
+
+    def trivial(self):
+        return 0.0 if self.zero else None
+
+    def problem(self) -> LMIProblem:
+        base = lifted_problem(self.lift)
+        W = self.model.W
+        n = self.n
+        eps = WELLPOSED_MARGIN
+        I = sp.identity(n, format="csc")
+        t_wp, t_pos = [], []
+        for name, i, T in _t_basis(self.qc):
+            var = base.layout[f"layer1.{name}"].start + i
+            t_wp.append(LMITerm(var, I, W.T @ T @ W - T))
+            t_pos.append(LMITerm(var, I, -T))
+        F = sp.csr_matrix(eps * np.eye(n))
+        base.lmis.append(LMI(n, F, t_wp, [n]))
+        base.lmis.append(LMI(n, F.copy(), t_pos, [n]))
+        return base
+
+    def recover(self, problem, theta) -> Recovered:
+        vals = problem.unpack(theta)
+        raw = {p.name: vals[f"layer1.{p.name}"] for p in self.qc.params()}
+        lam = self.qc.scaled(self.qc.project(raw), self.sC ** 2)
+        return Recovered([lam], float(vals["rho"][0]) * (self.sU * self.sC) ** 2)
+
+    def wellposed(self, values) -> tuple[bool, str]:
+        """Prove T ≻ 0 and T − W^T T W ≻ 0 (rounding-safe Cholesky, psd_proof)."""
+        T = _t_matrix(self.qc, values)
+        W = self.model.W
+        A = T - W.T @ T @ W
+        Aabs = np.abs(T) + np.abs(W).T @ np.abs(T) @ np.abs(W)
+        ok1, d1 = psd_proof(T, np.abs(T), 1)
+        ok2, d2 = psd_proof(A, Aabs, 2 * self.n)
+        if not self.one_lipschitz:
+            return False, "well-posedness NOT established: the activation is not 1-Lipschitz (slopes outside [-1, 1])"
+        if ok1 and ok2:
+            return True, f"well-posed: T > 0 and T - W^T T W > 0 proven (Cholesky margins {d1:.2g}, {d2:.2g})"
+        return False, "well-posedness NOT proven: " + ("T - W^T T W > 0 failed" if ok1 else "T > 0 failed")
+
+    def check(self, rec) -> CheckResult:
+        res = check_lifted(self.orig, rec.layers)
+        ok, msg = self.wellposed(rec.layers[0])
+        res.verified = bool(res.verified and ok)
+        res.message = f"{res.message}; {msg}"
+        return res
+
+    def bound_from_rho(self, rho: float) -> float:
+        return float(np.nextafter(np.sqrt(rho), np.inf))
+
+
+def implicit_lower_bound(model, samples: int = 64, seed: int = 0) -> float:
+    """Largest finite-difference quotient ‖y(x + h d) − y(x)‖ / ‖h d‖ along top Jacobian directions."""
+    m = ImplicitNetwork.coerce(model)
+    rng = np.random.default_rng(seed)
+    best = 0.0
+    for _ in range(samples):
+        x = rng.standard_normal(m.input_dim)
+        J = m.jacobian(x)
+        _, _, Vt = np.linalg.svd(J)
+        d = Vt[0]
+        y0 = m.forward(x)
+        for h in (1e-2, 1e-3, 1e-4):
+            q = float(np.linalg.norm(m.forward(x + h * d) - y0)) / (h * float(np.linalg.norm(d)))
+            best = max(best, q)
+    return best
+
+
+def certify_implicit(model, norm: str = "l2", method: str = "neuron", solver: str = "auto", lower: bool = True,
+                     tol: float = 1e-8, time_limit=None, verbose: bool = False):
+    """Certify an ℓ2 bound of an implicit model and its well-posedness (module docstring)."""
+    from ..api import Certificate, CertificationWarning
+    from ..backends import SolveOptions, choose_auto, get_backend
+
+    if norm != "l2":
+        raise FormulationError(f"implicit models: only norm='l2' is supported, got {norm!r}")
+    t_start = time.perf_counter()
+    form = ImplicitL2(model, method)
+    timings = {"build": 0.0, "solve": 0.0, "check": 0.0}
+    t0 = time.perf_counter()
+    problem = form.problem()
+    timings["build"] = time.perf_counter() - t0
+    name = choose_auto(problem) if str(solver).lower() == "auto" else str(solver).lower()
+    backend = get_backend(name)
+    res = backend.solve(problem, SolveOptions(tol=tol, time_limit=time_limit, verbose=verbose))
+    timings["solve"] = res.seconds
+    if res.theta is None:
+        raise SolverError(f"solver {backend.name} returned no point (status {res.status}: {res.message}); "
+                          "try solver='sdpa', 'scs' or 'clarabel', or method='chain'; if the problem is infeasible "
+                          "the model may not be provably well posed")
+    rec = form.recover(problem, res.theta)
+    t0 = time.perf_counter()
+    chk = form.check(rec)
+    timings["check"] = time.perf_counter() - t0
+    solver_bound = float(np.sqrt(max(rec.rho_solver, 0.0)))
+    bound = form.bound_from_rho(chk.rho) if np.isfinite(chk.rho) else solver_bound
+    lb = implicit_lower_bound(form.model) if lower else None
+    timings["total"] = time.perf_counter() - t_start
+    cert = Certificate(bound=float(bound), verified=bool(chk.verified), naive_bound=float(form.naive_bound()),
+                       norm="l2", method=method, solver=backend.name, status=res.status, lower_bound=lb,
+                       margin=float(chk.margin), solver_bound=solver_bound, optimal=res.status == "optimal",
+                       message=chk.message, timings=timings, sizes=problem.sizes(), network=repr(form.model))
+    if not cert.verified:
+        warnings.warn(f"implicit model: the bound {cert.bound:.6g} could NOT be verified ({chk.message})",
+                      CertificationWarning, stacklevel=2)
+    return cert

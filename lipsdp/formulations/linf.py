@@ -62,7 +62,7 @@ __all__ = ["FeedforwardLinf", "RecoveredLinf", "check_linf", "naive_linf", "acti
 #: strictness margin added to the non-border diagonal of F0 in the solver's (normalised)
 #: problem, so that the solver's point has a strictly negative definite H and the exact
 #: Schur-complement check has room.  Costs ≈ MARGIN · (n_0 + N) / 2 in ρ' (negligible).
-MARGIN = 1e-8
+MARGIN = 1e-6
 
 
 def activation_lip_inf(act) -> float:

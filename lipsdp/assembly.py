@@ -98,18 +98,27 @@ def lift_terms(qc, W_in: np.ndarray, off_in: int, off_out: int, size: int, var_o
     For a QC term G C G^T with G = [G_v; G_φ], the lifted factor is
     U = E_{k−1}^T W_in^T G_v + E_k^T G_φ (E_k selects block k).
     """
-    n_in = W_in.shape[1]
     n = qc.n
+    terms = qc.terms()
+    if not terms:
+        return []
+    # all terms at once (one sparse product instead of one dense product per multiplier)
+    widths = np.array([t.G.shape[1] for t in terms])
+    cstart = np.concatenate([[0], np.cumsum(widths)])
+    G = sp.hstack([t.G for t in terms], format="csc")
+    top = sp.csc_matrix(W_in.T) @ G[:n]
+    top = top.tocoo()
+    bot = G[n:].tocoo()
+    rows = np.concatenate([top.row + off_in, bot.row + off_out])
+    cols = np.concatenate([top.col, bot.col])
+    vals = np.concatenate([top.data, bot.data])
+    Uall = sp.csc_matrix((vals, (rows, cols)), shape=(size, int(cstart[-1])))
+    Uall.eliminate_zeros()
+    Uall.sort_indices()
+    ip, ind, dat = Uall.indptr, Uall.indices, Uall.data
     out = []
-    for t in qc.terms():
-        Gv, Gphi = t.G[:n], t.G[n:]
-        top = sp.csc_matrix(W_in.T @ Gv.toarray()) if Gv.nnz else sp.csc_matrix((n_in, t.G.shape[1]))
-        top = top.tocoo()
-        bot = Gphi.tocoo()
-        rows = np.concatenate([top.row + off_in, bot.row + off_out])
-        cols = np.concatenate([top.col, bot.col])
-        vals = np.concatenate([top.data, bot.data])
-        U = sp.csc_matrix((vals, (rows, cols)), shape=(size, t.G.shape[1]))
-        U.eliminate_zeros()
+    for t, a, b in zip(terms, cstart[:-1], cstart[1:]):
+        p0, p1 = ip[a], ip[b]
+        U = sp.csc_matrix((dat[p0:p1], ind[p0:p1], ip[a:b + 1] - p0), shape=(size, int(b - a)))
         out.append(LMITerm(var_offset[t.param] + t.index, U, t.C))
     return out

@@ -332,9 +332,10 @@ class NativeBackend(Backend):
         # X0 = ξ S0^{-1}: a large ξ (far from the boundary) matters on deep contracting nets —
         # measured on the ECLipsE grid depth 10: ξ = 1 stalled at a bound 11× above the optimum,
         # ξ = 100 converged in 30 steps.
-        xi = 100.0 * max(1.0, abs(float(c @ theta)) / nu)
-        Xs = [Si * xi for Si in Sinv]
-        x = xi / s
+        # (the linear block's x = 1/s stays unscaled: scaling it too made depth 10 stall again)
+        base = max(1.0, abs(float(c @ theta)) / nu)
+        Xs = [Si * (100.0 * base) for Si in Sinv]
+        x = base / s
         LXs = [_chol(X) for X in Xs]
         tol = max(float(options.tol), 1e-12)
         max_iters = options.max_iters or 200

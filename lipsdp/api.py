@@ -21,6 +21,8 @@ from .ir import Network
 __all__ = ["certify", "Certificate", "as_network", "CertificationWarning"]
 
 NORMS = ("l2", "linf")
+#: solvers tried in turn after the auto choice fails (no point, or a point that fails the check)
+AUTO_FALLBACKS = ("sdpa", "scs")
 
 
 class CertificationWarning(UserWarning):
@@ -224,22 +226,39 @@ def certify(
 
         guard(problem, backend.name, memory_limit, sum(W.shape[1] for W in form.Ws) if hasattr(form, "Ws") else None)
         pb.stage("solve")
-        res = backend.solve(problem, options)
-        timings["solve"] = res.seconds
-        status, used = res.status, backend.name
-        if res.theta is None:
-            raise SolverError(
-                f"solver {backend.name} returned no point (status {res.status}: {res.message}); "
-                "try another solver (solver='scs' or 'cvxopt'), or method='layer'"
-            )
-        rec = form.recover(problem, res.theta)
-        solver_bound = form.bound_from_value(rec.rho_solver) if hasattr(form, "bound_from_value") else \
-            float(math.sqrt(max(rec.rho_solver, 0.0)))
+        # with solver="auto", a backend that returns no point or an unverifiable one hands over to
+        # the next accurate solver (CVXOPT fails on P-free NSR problems: singular KKT system)
+        candidates = [backend]
+        if str(solver).lower() == "auto":
+            from .backends import installed_backends
+
+            candidates += [get_backend(n) for n in AUTO_FALLBACKS if n != backend.name and n in installed_backends()]
+        for i, b in enumerate(candidates):
+            last = i == len(candidates) - 1
+            res = b.solve(problem, options)
+            timings["solve"] += res.seconds
+            status, used = res.status, b.name
+            if res.theta is None:
+                if not last:
+                    continue
+                raise SolverError(
+                    f"solver {b.name} returned no point (status {res.status}: {res.message}); "
+                    "try another solver (solver='scs' or 'sdpa'), or method='layer'"
+                )
+            rec = form.recover(problem, res.theta)
+            solver_bound = form.bound_from_value(rec.rho_solver) if hasattr(form, "bound_from_value") else \
+                float(math.sqrt(max(rec.rho_solver, 0.0)))
+            t0 = time.perf_counter()
+            chk = form.check(rec)
+            timings["check"] += time.perf_counter() - t0
+            if chk.verified or last:
+                break
 
     pb.stage("check")
     t0 = time.perf_counter()
-    chk = form.check(rec)
-    timings["check"] = time.perf_counter() - t0
+    if not form.qcs or form.trivial() is not None:
+        chk = form.check(rec)
+    timings["check"] += time.perf_counter() - t0
     if form.trivial() == 0.0:
         bound = 0.0
     else:

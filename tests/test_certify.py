@@ -332,3 +332,12 @@ def test_cli_demo():
     p = run_cli("demo")
     assert p.returncode == 0, p.stderr
     assert "certified bound" in p.stdout and "verified" in p.stdout
+
+
+def test_auto_falls_back_when_first_solver_fails():
+    """CVXOPT (auto's choice for tiny LMIs) returns no point on the P-free NSR problem of one
+    MaxMin; auto must hand over to another solver and still certify exactly 1 (math.md §4)."""
+    net = lipsdp.from_weights([np.eye(2), np.eye(2)], activation="maxmin")
+    cert = lipsdp.certify(net, lower=False)
+    assert cert.verified
+    assert 1.0 <= cert.bound <= 1.0 + 1e-6

@@ -19,7 +19,7 @@ from lipsdp.backends.native import NativeBackend
 from lipsdp.formulations import formulation_for
 from lipsdp.io import load
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "refdata"
+from .refdata import REFDATA as REF  # shared lookup: $LIPSDP_REFDATA, ../shared, /work/shared
 RANDOM = REF / "LipSDP" / "random_weights.mat"
 MNIST = REF / "LipSDP" / "mnist_weights.mat"
 FC16 = REF / "QCs_MaxMin" / "networks_weights" / "weights_l2_2fc_16.mat"

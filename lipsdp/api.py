@@ -251,9 +251,9 @@ def certify(
             t0 = time.perf_counter()
             chk = form.check(rec)
             # a backend may offer alternative points (the native solver: slightly worse but more
-            # central iterates, which pass the rounding-safe test where the best one is too
-            # close to the boundary); each is checked independently, the smallest checked wins
-            for theta_c in res.extra.get("candidates", ()):
+            # central iterates, which may pass the rounding-safe test where the best one is too
+            # close to the boundary); tried when the first fails, the smallest checked wins
+            for theta_c in () if chk.verified else res.extra.get("candidates", ()):
                 rec_c = form.recover(problem, theta_c)
                 chk_c = form.check(rec_c)
                 if chk_c.verified and (not chk.verified or chk_c.rho < chk.rho):

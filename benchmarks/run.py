@@ -13,7 +13,7 @@ formulation); one wide MLP 3072-1024-1024-1024-10.
 Every method runs in a subprocess with a wall-clock cap, so a peak-memory figure per case is the
 peak RSS of that process (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` read by the worker — this
 counts C allocations, unlike tracemalloc) and a runaway solver is killed and reported as skipped.
-lipsdp runs with ``solver="auto"``; its bound is the *checked* one (``verified`` column).
+lipsdp runs with ``solver="auto"`` (or ``--solver``); its bound is the *checked* one (``verified`` column).
 ECLipsE does not apply to MaxMin networks (MaxMin is not an elementwise slope-restricted
 activation): those cells say n/a.  The gap column is (lipsdp − lower) / lower with the sampled
 lower bound of :func:`lipsdp.lower_bound`.
@@ -122,7 +122,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def worker(case: dict, task: str, cap: float) -> dict:
+def worker(case: dict, task: str, cap: float, solver: str = "auto") -> dict:
     Ws, act = build(case)
     norm = case.get("norm", "l2")
     output = case.get("output")
@@ -135,7 +135,7 @@ def worker(case: dict, task: str, cap: float) -> dict:
         res["rss_before_mb"] = _rss_mb()
         t0 = time.perf_counter()
         try:
-            cert = lipsdp.certify(net, norm=norm, output=output, solver="auto", lower=False, time_limit=cap)
+            cert = lipsdp.certify(net, norm=norm, output=output, solver=solver, lower=False, time_limit=cap)
             res.update(bound=cert.bound, verified=cert.verified, solver=cert.solver, status=cert.status,
                        naive=cert.naive_bound, sizes=cert.sizes)
         except LipSDPError as exc:
@@ -178,9 +178,9 @@ def worker(case: dict, task: str, cap: float) -> dict:
     return res
 
 
-def run_worker(case: dict, task: str, cap: float) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({"case": case, "task": task,
-                                                                                  "cap": cap})]
+def run_worker(case: dict, task: str, cap: float, solver: str = "auto") -> dict:
+    spec = {"case": case, "task": task, "cap": cap, "solver": solver}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=cap + IMPORT_ALLOWANCE,
@@ -221,7 +221,7 @@ def _linf_available() -> tuple[bool, str]:
         return False, f"no ℓ∞ formulation for MaxMin networks in this lipsdp ({type(exc).__name__}: {str(exc)[:120]})"
 
 
-def run_all(quick: bool, cap: float, out_dir: Path, only: str | None = None) -> list[dict]:
+def run_all(quick: bool, cap: float, out_dir: Path, only: str | None = None, solver: str = "auto") -> list[dict]:
     rows = []
     linf_ok, linf_why = _linf_available()
     have_ref = _refdata() is not None
@@ -240,7 +240,7 @@ def run_all(quick: bool, cap: float, out_dir: Path, only: str | None = None) -> 
         row["dims"] = dims_of(Ws)
         row["naive"] = _naive(Ws, act, case.get("norm", "l2"), case.get("output"))
         print(f"[{i}/{len(todo)}] {case['name']} ({row['dims']}) …", file=sys.stderr, flush=True)
-        lip = run_worker(case, "lipsdp", cap)
+        lip = run_worker(case, "lipsdp", cap, solver)
         row["lipsdp"] = lip
         peers = run_worker(case, "peers", cap) if act == "relu" else {}
         low = run_worker(case, "lower", cap)
@@ -418,23 +418,24 @@ def main(argv=None):
     ap.add_argument("--cap", type=float, default=None, help="per-case time cap in seconds (default 120; quick 20)")
     ap.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     ap.add_argument("--out", default=str(HERE / "results"), help="output folder (default benchmarks/results)")
+    ap.add_argument("--solver", default="auto", help="lipsdp solver for every case (default auto)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         spec = json.loads(a.worker)
-        res = worker(spec["case"], spec["task"], spec["cap"])
+        res = worker(spec["case"], spec["task"], spec["cap"], spec.get("solver", "auto"))
         print("@@RESULT " + json.dumps(res, default=float), flush=True)
         return 0
     cap = a.cap if a.cap is not None else (20.0 if a.quick else 120.0)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = run_all(a.quick, cap, out, a.only)
+    rows = run_all(a.quick, cap, out, a.only, a.solver)
     import lipsdp
 
     head = (f"# lipsdp benchmark{' (quick)' if a.quick else ''}\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')} · lipsdp {lipsdp.__version__} · {platform.processor() or platform.machine()}"
-            f" · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · per-case cap {cap:g} s · "
+            f" · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · solver {a.solver} · per-case cap {cap:g} s · "
             f"total {time.perf_counter() - t0:.0f} s\n\n"
             "Times are wall-clock seconds of the call alone (no interpreter start); peak MB is the peak RSS "
             "of the lipsdp worker process (imports included). lipsdp bounds are checked bounds "

@@ -206,71 +206,75 @@ def certify(
     from .progress import progress as _progress
 
     pb = _progress(progress, desc="lipsdp certify")
-    pb.stage("build")
-    t0 = time.perf_counter()
-    problem = form.problem()
-    timings["build"] = time.perf_counter() - t0
-    solver_name = choose_auto(problem) if str(solver).lower() == "auto" else str(solver).lower()
-    backend = get_backend(solver_name)
-    from .chordal import decompose_if
+    try:
+        pb.stage("build")
+        t0 = time.perf_counter()
+        problem = form.problem()
+        timings["build"] = time.perf_counter() - t0
+        solver_name = choose_auto(problem) if str(solver).lower() == "auto" else str(solver).lower()
+        backend = get_backend(solver_name)
+        from .chordal import decompose_if
 
-    problem = decompose_if(problem, decompose, backend.name)
+        problem = decompose_if(problem, decompose, backend.name)
 
-    if not form.qcs or form.trivial() is not None:
-        from .formulations import Recovered
+        if not form.qcs or form.trivial() is not None:
+            from .formulations import Recovered
 
-        rec = Recovered([{p.name: np.zeros(p.size) for p in qc.params()} for qc in form.qcs], 0.0)
-        status, solver_bound, used = "optimal", None, "none"
-    else:
-        from .memory import guard
+            rec = Recovered([{p.name: np.zeros(p.size) for p in qc.params()} for qc in form.qcs], 0.0)
+            status, solver_bound, used = "optimal", None, "none"
+        else:
+            from .memory import guard
 
-        guard(problem, backend.name, memory_limit, sum(W.shape[1] for W in form.Ws) if hasattr(form, "Ws") else None)
-        pb.stage("solve")
-        # with solver="auto", a backend that returns no point or an unverifiable one hands over to
-        # the next accurate solver (CVXOPT fails on P-free NSR problems: singular KKT system)
-        candidates = [backend]
-        if str(solver).lower() == "auto":
-            from .backends import installed_backends
+            guard(problem, backend.name, memory_limit, sum(W.shape[1] for W in form.Ws) if hasattr(form, "Ws") else None)
+            pb.stage("solve")
+            # with solver="auto", a backend that returns no point or an unverifiable one hands over to
+            # the next accurate solver (CVXOPT fails on P-free NSR problems: singular KKT system)
+            candidates = [backend]
+            if str(solver).lower() == "auto":
+                from .backends import installed_backends
 
-            candidates += [get_backend(n) for n in AUTO_FALLBACKS if n != backend.name and n in installed_backends()]
-        for i, b in enumerate(candidates):
-            last = i == len(candidates) - 1
-            res = b.solve(problem, options)
-            timings["solve"] += res.seconds
-            status, used = res.status, b.name
-            if res.theta is None:
-                if not last:
-                    continue
-                raise SolverError(
-                    f"solver {b.name} returned no point (status {res.status}: {res.message}); "
-                    "try another solver (solver='scs' or 'sdpa'), or method='layer'"
-                )
-            rec = form.recover(problem, res.theta)
-            solver_bound = form.bound_from_value(rec.rho_solver) if hasattr(form, "bound_from_value") else \
-                float(math.sqrt(max(rec.rho_solver, 0.0)))
-            t0 = time.perf_counter()
+                candidates += [get_backend(n) for n in AUTO_FALLBACKS if n != backend.name and n in installed_backends()]
+            for i, b in enumerate(candidates):
+                last = i == len(candidates) - 1
+                res = b.solve(problem, options)
+                timings["solve"] += res.seconds
+                status, used = res.status, b.name
+                if res.theta is None:
+                    if not last:
+                        continue
+                    raise SolverError(
+                        f"solver {b.name} returned no point (status {res.status}: {res.message}); "
+                        "try another solver (solver='scs' or 'sdpa'), or method='layer'"
+                    )
+                rec = form.recover(problem, res.theta)
+                solver_bound = form.bound_from_value(rec.rho_solver) if hasattr(form, "bound_from_value") else \
+                    float(math.sqrt(max(rec.rho_solver, 0.0)))
+                t0 = time.perf_counter()
+                chk = form.check(rec)
+                # a backend may offer alternative points (the native solver: slightly worse but more
+                # central iterates, which may pass the rounding-safe test where the best one is too
+                # close to the boundary, or a re-solve): each is checked, the smallest checked wins
+                for theta_c in res.extra.get("candidates", ()):
+                    rec_c = form.recover(problem, theta_c)
+                    chk_c = form.check(rec_c)
+                    if chk_c.verified and (not chk.verified or chk_c.rho < chk.rho):
+                        rec, chk = rec_c, chk_c
+                timings["check"] += time.perf_counter() - t0
+                if chk.verified or last:
+                    break
+
+        pb.stage("check")
+        t0 = time.perf_counter()
+        if not form.qcs or form.trivial() is not None:
             chk = form.check(rec)
-            # a backend may offer alternative points (the native solver: slightly worse but more
-            # central iterates, which may pass the rounding-safe test where the best one is too
-            # close to the boundary); tried when the first fails, the smallest checked wins
-            for theta_c in () if chk.verified else res.extra.get("candidates", ()):
-                rec_c = form.recover(problem, theta_c)
-                chk_c = form.check(rec_c)
-                if chk_c.verified and (not chk.verified or chk_c.rho < chk.rho):
-                    rec, chk = rec_c, chk_c
-            timings["check"] += time.perf_counter() - t0
-            if chk.verified or last:
-                break
-
-    pb.stage("check")
-    t0 = time.perf_counter()
-    if not form.qcs or form.trivial() is not None:
-        chk = form.check(rec)
-    timings["check"] += time.perf_counter() - t0
-    if form.trivial() == 0.0:
-        bound = 0.0
-    else:
-        bound = form.bound_from_rho(chk.rho) if chk.verified else (solver_bound or float("nan"))
+        timings["check"] += time.perf_counter() - t0
+        if form.trivial() == 0.0:
+            bound = 0.0
+        else:
+            bound = form.bound_from_rho(chk.rho) if chk.verified else (solver_bound or float("nan"))
+    except BaseException:
+        pb.close(bound=None)  # never leave a progress bar open on an error
+        raise
     pb.close(bound=float(bound) if chk.verified else None)
 
     lb = None

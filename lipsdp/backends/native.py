@@ -359,7 +359,72 @@ class NativeBackend(Backend):
             "make the LMI negative definite when large; try solver='cvxopt'"
         )
 
+    @staticmethod
+    def _split_free(problem, eps):
+        """θ_free = θ⁺ − θ⁻ with θ± ≥ 0 and a cost eps·(θ⁺ + θ⁻): a tiny ℓ1 penalty on the free
+        multipliers.
+
+        Why: the MaxMin/GroupSort QC has a recession direction (γ, τ) ∝ (−1, 1) whose term is
+        −(1^T Δv − 1^T Δφ)² per group — an exact penalty of the linear identity sum(out) = sum(in).
+        The supremum is approached only as |γ| → ∞, so an interior-point method drifts along it
+        (measured: |γ| ≈ 3·10³ on the ℓ∞ LMI of 5FC-32, diagonal entries 10⁴× the rest) and ends
+        on points too ill-conditioned for the rounding-safe check.  The penalty makes the optimum
+        finite; its cost in the bound is ≤ eps·Σ|θ_free| at the solution (reported back), and the
+        check recomputes the bound from the multipliers anyway.  Returns (problem, n_orig, free).
+        """
+        from dataclasses import replace
+
+        from lipsdp.assembly import LMI, LMITerm
+
+        free = np.flatnonzero(~np.asarray(problem.nonneg, dtype=bool))
+        if free.size == 0 or eps <= 0:
+            return problem, problem.n_vars, free
+        n = problem.n_vars
+        neg_of = {int(v): n + j for j, v in enumerate(free)}
+        lmis = []
+        for lmi in problem.lmis:
+            terms = list(lmi.terms)
+            terms += [LMITerm(neg_of[t.var], t.U, -np.asarray(t.C)) for t in lmi.terms if t.var in neg_of]
+            lmis.append(LMI(lmi.size, lmi.F0, terms, lmi.blocks))
+        c = np.concatenate([problem.c, np.zeros(free.size)])
+        c[free] += eps
+        c[n:] += eps
+        nonneg = np.ones(n + free.size, dtype=bool)
+        return replace(problem, n_vars=n + free.size, c=c, nonneg=nonneg, lmis=lmis), n, free
+
     def _solve(self, problem, options, t0):
+        res = self._solve_split(problem, options, t0)
+        if not res.extra.get("safeguard_mixed") or not np.any(~np.asarray(problem.nonneg, dtype=bool)):
+            return res
+        # the optimum sits at a drifting, ill-conditioned point (see _split_free): solve again with
+        # a 1e-6 ℓ1 penalty on the free multipliers; the first point stays a candidate
+        left = None if options.time_limit is None else options.time_limit - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            return res
+        from dataclasses import replace as _replace
+
+        opt2 = _replace(options, time_limit=left)
+        first = res
+        orig = problem
+        problem, n_orig, free = self._split_free(problem, 1e-6 * float(np.max(np.abs(problem.c))))
+        res = self._solve_split(problem, opt2, t0)
+        if res.theta is not None:
+            th = res.theta[:n_orig].copy()
+            th[free] -= res.theta[n_orig:]
+            cands = []
+            for t_ in res.extra.get("candidates", ()):
+                u = t_[:n_orig].copy()
+                u[free] -= t_[n_orig:]
+                cands.append(u)
+            res.theta, res.objective = th, float(orig.c @ th)
+            res.extra["candidates"] = cands + [first.theta] + list(first.extra.get("candidates", ()))
+            res.message = (res.message + "; " if res.message else "") + \
+                "re-solved with a 1e-6 ℓ1 penalty on the free multipliers (ill-conditioned optimum)"
+            res.iterations = (res.iterations or 0) + (first.iterations or 0)
+            return res
+        return first
+
+    def _solve_split(self, problem, options, t0):
         nv = problem.n_vars
         c = np.asarray(problem.c, dtype=float)
         nn = np.flatnonzero(problem.nonneg)
@@ -481,13 +546,13 @@ class NativeBackend(Backend):
         else:
             status, msg = ("time_limit", f"iteration limit {max_iters} reached") if options.max_iters else \
                 ("optimal_inaccurate", "iteration limit reached")
-        th = self._safeguard(lmis, c, iterates, theta0, nn)
+        th, mixed = self._safeguard(lmis, c, iterates, theta0, nn)
         # more central iterates within 1e-3 of the best objective, for the caller's check to try
         # when the best point sits too close to the boundary (api.certify keeps the smallest checked)
         near = sorted((v for v in iterates if v[0] <= best[0] + 1e-3 * abs(best[0])), key=lambda v: v[0])
-        cands = [t_ for _, t_ in near[1:5] if not np.array_equal(t_, th)]
+        cands = [t_ for _, t_ in near[1:5] if not np.array_equal(t_, th)] if mixed else []
         return SolveResult(status, th, float(c @ th), time.perf_counter() - t0, iterations=it, message=msg,
-                           extra={"candidates": cands})
+                           extra={"candidates": cands, "safeguard_mixed": mixed})
 
     @staticmethod
     def _safeguard(lmis, c, iterates, theta0, nn):
@@ -522,14 +587,14 @@ class NativeBackend(Backend):
             if val > iterates[0][0] + 1e-4 * abs(iterates[0][0]):
                 break
             if ok(th):
-                return th
+                return th, False
         for t in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1):
             th = theta + t * (theta0 - theta)
             for s_ in (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2):
                 th[obj] = theta[obj] * (1.0 + s_)
                 if ok(th):
-                    return th
-        return theta  # the check will say it cannot verify this point
+                    return th, True
+        return theta, True  # the check will say whether it can verify this point
 
     # ------------------------------------------------------------------------------------------
     @staticmethod

@@ -22,7 +22,7 @@ __all__ = ["certify", "Certificate", "as_network", "CertificationWarning"]
 
 NORMS = ("l2", "linf")
 #: solvers tried in turn after the auto choice fails (no point, or a point that fails the check)
-AUTO_FALLBACKS = ("sdpa", "scs")
+AUTO_FALLBACKS = ("native", "sdpa", "scs")
 
 
 class CertificationWarning(UserWarning):

@@ -12,6 +12,7 @@ from lipsdp.errors import SolverError, SolverNotAvailableError
 from .base import Backend, SolveOptions, SolveResult, STATUSES
 from .cvxpy_backends import ClarabelBackend, CVXOPTBackend, MOSEKBackend, SCSBackend, SDPABackend
 from .native import NativeBackend
+from .chain import ChainBackend
 
 __all__ = [
     "Backend",
@@ -37,7 +38,7 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
-for _cls in (NativeBackend, CVXOPTBackend, SDPABackend, ClarabelBackend, SCSBackend, MOSEKBackend):
+for _cls in (NativeBackend, CVXOPTBackend, SDPABackend, ClarabelBackend, SCSBackend, MOSEKBackend, ChainBackend):
     register_backend(_cls)
 
 

@@ -1,0 +1,146 @@
+"""The linear-in-depth barrier backend (lipsdp.backends.chain) on the known-answer bank.
+
+Golden values: notes/reference-values.md (random_weights LipSDP-Neuron 36.48223, mnist_weights
+24.3663) and math.md §4 (2FC-16 P-free NSR 22.0744); elsewhere agreement with the native
+interior-point solver.  Every bound must pass the independent check (``verified``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import lipsdp
+from lipsdp.assembly import LMI, LMIProblem, LMITerm
+from lipsdp.backends import AUTO_RULES, REGISTRY, SolveOptions, get_backend
+from lipsdp.backends.chain import ChainBackend, _Chain
+from lipsdp.errors import SolverError
+from lipsdp.formulations import formulation_for
+from lipsdp.io import from_weights, load
+
+from .refdata import REFDATA as REF
+
+RANDOM = REF / "LipSDP" / "random_weights.mat"
+MNIST = REF / "LipSDP" / "mnist_weights.mat"
+FC16 = REF / "QCs_MaxMin" / "networks_weights" / "weights_l2_2fc_16.mat"
+
+needs_refdata = pytest.mark.skipif(not RANDOM.exists(), reason=f"refdata not found at {REF}")
+
+
+def mlp(seed, dims):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((b, a)) / np.sqrt(a) for a, b in zip(dims[:-1], dims[1:])]
+
+
+def test_registered_last_and_not_auto():
+    assert list(REGISTRY)[-1] == "chain"
+    assert isinstance(get_backend("chain"), ChainBackend)
+    assert all(name != "chain" for _, name in AUTO_RULES)
+
+
+# --- golden values ------------------------------------------------------------------------------
+@needs_refdata
+def test_random_weights_neuron():
+    cert = lipsdp.certify(RANDOM, solver="chain", lower=False)
+    assert cert.verified, cert.message
+    assert cert.status == "optimal"
+    assert cert.bound >= 36.48223 * (1 - 1e-6)  # the exact constant: never below it
+    assert cert.bound == pytest.approx(36.48223, rel=2e-6)
+
+
+@needs_refdata
+def test_mnist_neuron():
+    cert = lipsdp.certify(MNIST, solver="chain", lower=False)
+    assert cert.verified, cert.message
+    assert cert.bound >= 24.29922  # a true difference quotient (reference-values.md)
+    assert cert.bound == pytest.approx(24.3663, rel=1e-5)
+
+
+@needs_refdata
+def test_maxmin_2fc16_nsr():
+    """GroupSort multipliers (free γ, τ with a recession direction γ = −τ, kept bounded by the box)."""
+    cert = lipsdp.certify(FC16, solver="chain", activation="maxmin", lower=False)
+    assert cert.verified, cert.message
+    assert cert.bound == pytest.approx(22.0744, rel=1e-4)
+
+
+# --- agreement with the native solver -----------------------------------------------------------
+@pytest.mark.parametrize("seed,dims", [(0, [5, 12, 3]), (1, [6, 10, 10, 2]), (2, [4, 12, 10, 12, 1]),
+                                       (3, [4, 8, 8, 8, 8, 8, 1])], ids=["d1", "d2", "d3", "d5"])
+def test_relu_matches_native(seed, dims):
+    Ws = mlp(seed, dims)
+    a = lipsdp.certify(Ws, solver="chain", lower=False)
+    b = lipsdp.certify(Ws, solver="native", lower=False)
+    assert a.verified and b.verified
+    assert abs(a.bound - b.bound) <= 1e-4 * b.bound, (a.bound, b.bound)
+
+
+@pytest.mark.parametrize("act,method", [("relu", "neuron"), ("maxmin", "chain")])
+def test_linf_matches_native(act, method):
+    """ℓ∞: the τ_i terms couple the input block and the border block through a diagonal C (split
+    into rank-1 pieces, so the LMI stays block tridiagonal)."""
+    Ws = mlp(7, [12, 8, 8, 3])
+    kw = dict(norm="linf", output=1, method=method, activation=act, lower=False)
+    a = lipsdp.certify(Ws, solver="chain", **kw)
+    b = lipsdp.certify(Ws, solver="native", **kw)
+    assert a.verified and b.verified
+    assert abs(a.bound - b.bound) <= 1e-4 * b.bound, (a.bound, b.bound)
+
+
+# --- solver behaviour ---------------------------------------------------------------------------
+def test_iteration_budget_gives_checked_point():
+    Ws = mlp(3, [4, 8, 8, 8, 1])
+    form = formulation_for(from_weights(Ws), "l2", "neuron")
+    prob = form.problem()
+    res = ChainBackend().solve(prob, SolveOptions(max_iters=3))
+    assert res.status == "time_limit"
+    th = res.theta
+    assert np.all(th[prob.nonneg] >= 0)
+    assert np.linalg.eigvalsh(prob.lmis[0].evaluate(th))[-1] < 0  # strictly feasible
+    assert form.check(form.recover(prob, th)).verified
+
+
+@needs_refdata
+def test_several_lmis():
+    form = formulation_for(load(RANDOM), "l2", "neuron")
+    p = form.problem()
+    p2 = LMIProblem(p.n_vars, p.c, p.nonneg, [p.lmis[0], p.lmis[0]], p.layout)
+    res = ChainBackend().solve(p2, SolveOptions())
+    chk = form.check(form.recover(p, res.theta))
+    assert chk.verified
+    assert form.bound_from_rho(chk.rho) == pytest.approx(36.48223, rel=1e-5)
+
+
+def test_not_block_tridiagonal_is_refused():
+    n = 3
+    U = sp.csc_matrix(np.array([[1.0], [0.0], [1.0]]))  # touches blocks 0 and 2
+    lmi = LMI(n, sp.csr_matrix((n, n)), [LMITerm(0, U, np.array([[-1.0]]))], [1, 1, 1])
+    prob = LMIProblem(1, np.array([1.0]), np.array([True]), [lmi], {"rho": slice(0, 1)})
+    with pytest.raises(SolverError, match="native"):
+        ChainBackend().solve(prob, SolveOptions())
+
+
+def test_band_operators_are_exact():
+    """Gradient tr(A_v Σ) and Hessian products tr(A_v Σ A(x) Σ) from the selected inversion and its
+    derivative agree with dense linear algebra."""
+    Ws = mlp(5, [5, 7, 6, 8, 3])
+    prob = formulation_for(from_weights(Ws), "l2", "neuron").problem()
+    lmi, nv = prob.lmis[0], prob.n_vars
+    ch = _Chain(lmi, nv, 0)
+    th = ChainBackend()._start(prob, [ch]) * (1 + 0.1 * np.random.default_rng(0).random(nv))
+    S = -lmi.evaluate(th)
+    Sig = np.linalg.inv(S)
+    Sd, So = ch.S_band(th)
+    fac = ch.factor(Sd, So)
+    assert ch.logdet(fac) == pytest.approx(np.linalg.slogdet(S)[1], rel=1e-12)
+    Sdi, Soi, Pinv = ch.selinv(fac, So)
+    A = [lmi.evaluate(e) - lmi.F0.toarray() for e in np.eye(nv)]
+    g = ch.traces(Sdi, Soi)
+    assert np.allclose(g, [np.sum(Ai * Sig) for Ai in A], rtol=1e-10, atol=1e-12)
+    x = np.random.default_rng(1).standard_normal(nv)
+    Ax = sum(xi * Ai for xi, Ai in zip(x, A))
+    dD, dB = ch.assemble(x, scale=-1.0)
+    Yd, Yo = ch.dselinv(fac, So, Pinv, Sdi, Soi, dD, dB)
+    hv = ch.traces(Yd, Yo)
+    assert np.allclose(hv, [np.sum(Ai * (Sig @ Ax @ Sig)) for Ai in A], rtol=1e-9, atol=1e-12)

@@ -16,6 +16,9 @@ scs                2·nnz(A) (A and its factorised KKT) + 3·Σ_j n_j² (eigende
                    workspace per cone), + cvxpy
 native             4·R² + 3·Σ_j n_j² (R = total columns of the U_i: the P, Q, R, H matrices of
                    math.md §10, and the dense S = (−M)^{-1} with its factor)
+chain              30·Σ_k b_k² + 10·R·b_max over the coordinate blocks b_k (band of S, of
+                   S^{-1} and their derivatives; the U columns restricted to two blocks) —
+                   linear in depth, no dense n × n matrix
 cvxpy (all above   6·nnz(A) + 2·Σ_j n_j² (sparse data with indices, copied by its reductions,
 but native)        and the dense vec(F0))
 check              7·n_c² for the independent check's dense order n_c = n_0 + N (M, |M|,
@@ -60,12 +63,16 @@ def _stats(problem) -> dict:
             nnz += r * r
             cols += int(U.shape[1])
         nnz += int(lmi.F0.nnz)
-    return {"m": int(problem.n_vars), "orders": orders, "nnz": int(nnz), "R": int(cols)}
+    blocks = [int(b) for l in problem.lmis for b in (l.blocks or [l.size])]
+    return {"m": int(problem.n_vars), "orders": orders, "nnz": int(nnz), "R": int(cols), "blocks": blocks}
 
 
-def _solver_doubles(name: str, m: int, orders, nnz: int, R: int) -> dict[str, float]:
+def _solver_doubles(name: str, m: int, orders, nnz: int, R: int, blocks=()) -> dict[str, float]:
     sq = float(sum(float(k) ** 2 for k in orders))
     out: dict[str, float] = {}
+    if name == "chain" and blocks:
+        out["chain"] = 30.0 * float(sum(float(b) ** 2 for b in blocks)) + 10.0 * float(R) * float(max(blocks))
+        return out
     if name == "native":
         out["native"] = 4.0 * float(R) ** 2 + 3.0 * sq
         return out
@@ -84,7 +91,7 @@ def _solver_doubles(name: str, m: int, orders, nnz: int, R: int) -> dict[str, fl
 def memory_breakdown(problem, solver_name: str, check_order: int | None = None) -> dict[str, float]:
     """Estimated bytes per component (solver, cvxpy canonicalisation, independent check)."""
     s = _stats(problem)
-    parts = _solver_doubles(str(solver_name).lower(), s["m"], s["orders"], s["nnz"], s["R"])
+    parts = _solver_doubles(str(solver_name).lower(), s["m"], s["orders"], s["nnz"], s["R"], s["blocks"])
     n_c = int(check_order) if check_order is not None else int(sum(s["orders"]))
     parts["check"] = 7.0 * float(n_c) ** 2
     return {k: v * _D for k, v in parts.items()}

@@ -99,3 +99,22 @@ def test_available_memory_and_default_limit():
         pytest.skip("this platform does not report available memory")
     assert a > 0
     assert default_memory_limit() <= a
+
+
+def test_chain_estimate_is_linear_in_depth():
+    """The block-tridiagonal solver stores bands only: doubling the depth about doubles its
+    estimate (the dense solvers' grow quadratically or worse), and depth 100 × 80 fits easily."""
+    import lipsdp.memory as mem
+    from lipsdp.formulations import formulation_for
+
+    def est(depth):
+        rng = np.random.default_rng(0)
+        dims = [4] + [80] * depth + [1]
+        Ws = [rng.standard_normal((b, a)) for a, b in zip(dims[:-1], dims[1:])]
+        net = lipsdp.from_weights(Ws)
+        prob = formulation_for(net, "l2", "neuron", None).problem()
+        return mem.memory_breakdown(prob, "chain", check_order=0)["chain"]
+
+    e10, e20 = est(10), est(20)
+    assert 1.7 <= e20 / e10 <= 2.3
+    assert est(100) < 2e9  # bytes

@@ -83,6 +83,7 @@ import scipy.sparse as sp
 from lipsdp.errors import SolverError
 
 from .base import Backend, SolveOptions, SolveResult
+from .native import layerwise_start
 
 __all__ = ["ChainBackend"]
 
@@ -734,23 +735,8 @@ class ChainBackend(Backend):
         def feasible(th):
             return self._factor_all(chains, th) is not None
 
-        for q in (1.0, 1.5, 2.0, 4.0, 8.0):
-            with np.errstate(over="ignore"):
-                th = np.where(problem.nonneg, 2.0 * q ** depth, 0.0)
-            if not np.all(np.isfinite(th)):
-                continue
-            th[obj] = 4.0 ** 40
-            if not feasible(th):
-                continue
-            lo, hi = -1, 40
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                th[obj] = 4.0 ** mid
-                if feasible(th):
-                    hi = mid
-                else:
-                    lo = mid
-            th[obj] = 4.0 ** hi
+        th = layerwise_start(depth, problem.nonneg, obj, feasible)
+        if th is not None:
             return th
         raise SolverError(
             "chain solver: could not find a strictly feasible starting point (tried layer-wise multipliers "

@@ -34,7 +34,7 @@ from lipsdp.errors import SolverError
 
 from .base import Backend, SolveOptions, SolveResult
 
-__all__ = ["NativeBackend"]
+__all__ = ["NativeBackend", "layerwise_start"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,6 +292,35 @@ def _inv_from_chol(L):
     return 0.5 * (A + A.T)
 
 
+def layerwise_start(depth, nonneg, obj, feasible):
+    """A strictly feasible start shared by the interior-point backends, or None.
+
+    Non-negative multipliers 2·q^depth (depth = distance of the term's own block from the last
+    block), free ones 0, for q = 1, 1.5, 2, 4, 8; the objective variables at 4^k with the
+    smallest feasible k ≤ 40 found by bisection (feasibility is monotone in them: their terms
+    are negative semidefinite).  ``feasible(θ)`` tests −F(θ) ≻ 0.
+    """
+    for q in (1.0, 1.5, 2.0, 4.0, 8.0):
+        with np.errstate(over="ignore"):
+            th = np.where(nonneg, 2.0 * q ** depth, 0.0)
+        if not np.all(np.isfinite(th)):
+            continue
+        th[obj] = 4.0 ** 40
+        if not feasible(th):
+            continue
+        lo, hi = -1, 40
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            th[obj] = 4.0 ** mid
+            if feasible(th):
+                hi = mid
+            else:
+                lo = mid
+        th[obj] = 4.0 ** hi
+        return th
+    return None
+
+
 class NativeBackend(Backend):
     """Primal-dual interior point with low-rank Schur complement (math.md §10); feasible iterates."""
 
@@ -330,22 +359,8 @@ class NativeBackend(Backend):
         def feasible(th):
             return all(_chol(-P.evaluate(th)) is not None for P in lmis)
 
-        for q in (1.0, 1.5, 2.0, 4.0, 8.0):
-            th = np.where(problem.nonneg, 2.0 * q ** depth, 0.0)
-            # objective variables at 4^k: the smallest feasible k by bisection (feasibility is
-            # monotone in them: their terms are negative semidefinite), k ≤ 40; skip q if none
-            th[obj] = 4.0 ** 40
-            if not feasible(th):
-                continue
-            lo, hi = -1, 40
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                th[obj] = 4.0 ** mid
-                if feasible(th):
-                    hi = mid
-                else:
-                    lo = mid
-            th[obj] = 4.0 ** hi
+        th = layerwise_start(depth, problem.nonneg, obj, feasible)
+        if th is not None:
             return th
         if getattr(problem, "source", None) is not None:
             raise SolverError(

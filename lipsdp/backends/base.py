@@ -66,3 +66,15 @@ class Backend:
 
     def solve(self, problem, options: SolveOptions) -> SolveResult:  # pragma: no cover
         raise NotImplementedError
+
+    @staticmethod
+    def _guarded(run, problem, options: SolveOptions) -> SolveResult:
+        """``run(problem, options, t0)`` with an out-of-memory error turned into an "error" result
+        (lipsdp's own solvers allocate with numpy; a MemoryError must not escape as a traceback)."""
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            return run(problem, options, t0)
+        except MemoryError as exc:
+            return SolveResult("error", None, None, time.perf_counter() - t0, message=f"out of memory: {exc}")

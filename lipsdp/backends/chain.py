@@ -692,14 +692,8 @@ class ChainBackend(Backend):
     CG_MAXIT = 300
 
     def solve(self, problem, options: SolveOptions) -> SolveResult:
-        t0 = time.perf_counter()
         with _single_thread():
-            try:
-                return self._solve(problem, options, t0)
-            except SolverError:
-                raise
-            except MemoryError as exc:
-                return SolveResult("error", None, None, time.perf_counter() - t0, message=f"out of memory: {exc}")
+            return self._guarded(self._solve, problem, options)
 
     # ------------------------------------------------------------------------------------------
     @staticmethod

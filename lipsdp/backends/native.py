@@ -329,13 +329,7 @@ class NativeBackend(Backend):
     description = "lipsdp's own interior point: low-rank Schur complement, strictly feasible iterates (anytime)"
 
     def solve(self, problem, options: SolveOptions) -> SolveResult:
-        t0 = time.perf_counter()
-        try:
-            return self._solve(problem, options, t0)
-        except SolverError:
-            raise
-        except MemoryError as exc:
-            return SolveResult("error", None, None, time.perf_counter() - t0, message=f"out of memory: {exc}")
+        return self._guarded(self._solve, problem, options)
 
     # ------------------------------------------------------------------------------------------
     def _start(self, problem, lmis):

@@ -80,6 +80,20 @@ class QuadraticConstraint:
     def terms(self) -> list[Term]:
         raise NotImplementedError
 
+    def free_basis(self) -> np.ndarray | None:
+        """An exactly representable matrix B (n × f) with Δφ − Δv ∈ range(B) for every pair of
+        inputs — what φ can change; the rest passes through unchanged (GroupSort keeps each
+        group's sum: B = differences e_j − e_{j+1}; Householder: B = v per group) — or None.
+
+        Where it is not None, the multipliers named in :attr:`penalty` only add terms that vanish
+        on that subspace, and lipsdp solves and checks on it (:mod:`lipsdp.formulations.reduced`).
+        """
+        return None
+
+    #: {param: coefficient}: θ_param = coefficient · t gives a term ∝ −t‖P^T(Δv − Δφ)‖² (t ≥ 0),
+    #: an exact penalty of the equality that :meth:`free_basis` encodes
+    penalty: dict[str, float] = {}
+
     # --- shared -------------------------------------------------------------------------
     @property
     def n_multipliers(self) -> int:

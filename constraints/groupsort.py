@@ -46,6 +46,21 @@ class _GroupQC(QuadraticConstraint):
     def has_p(self) -> bool:
         return self.variant == "neuron"
 
+    @property
+    def penalty(self):
+        # (γ, τ) = (−t, t) turns γ(Δv^TΠΔv − Δφ^TΠΔφ) + τ(2Δv^TΠΔφ − 2Δφ^TΠΔφ) into −t(Δv − Δφ)^T Π (Δv − Δφ)
+        return {"gamma": -1.0, "tau": 1.0} if self.has_p else {}
+
+    def free_basis(self):
+        """Block-diagonal B with one block per group (see the subclasses); None for the chain
+        variant, which keeps no τ (no exact penalty, nothing to eliminate)."""
+        if not self.has_p:
+            return None
+        return sla.block_diag(*[self.free_block(i) for i in range(self.G)])
+
+    def free_block(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
     def params(self):
         ps = [Param("lambda", self.G, True), Param("gamma", self.G, False)]
         if self.has_p:
@@ -89,6 +104,10 @@ class GroupSortQC(_GroupQC):
     def pi_factor(self, i):
         return np.ones((self.g, 1))
 
+    def free_block(self, i):
+        # the group's sum is kept: Δφ − Δv ⊥ 1, spanned by the exact differences e_j − e_{j+1}
+        return np.eye(self.g, self.g - 1) - np.eye(self.g, self.g - 1, k=-1)
+
 
 class HouseholderQC(_GroupQC):
     """Householder φ_v: Π_i = I − v_i v_i^T (Lemma 2); v = (1, −1)/√2 gives MaxMin."""
@@ -97,3 +116,7 @@ class HouseholderQC(_GroupQC):
         v = self.activation.vectors[i]
         # orthonormal basis of v's complement: Π = I − v v^T = F F^T
         return sla.null_space(v[None, :])
+
+    def free_block(self, i):
+        # φ_v(z) − z ∈ span(v): the stored (exact) v itself
+        return np.asarray(self.activation.vectors[i], dtype=float).reshape(-1, 1)

@@ -16,6 +16,14 @@ set), the check
    k·u/(1 − k·u), u = 2^−53.  The factor 2 is a safety margin for blocked LAPACK kernels.
 
 The reported bound is computed from ρ' and rounded upwards.
+
+**On a subspace.**  For GroupSort / Householder layers with P-free multipliers, lipsdp certifies on
+the subspace the network's increments always lie in (:mod:`lipsdp.formulations.reduced`):
+ξ = N η with Δx^k = W_{k−1}Δx^{k−1} + B_k s^k (B_k exact, :meth:`free_basis`).  The check then
+proves −N'^T M N' ⪰ ε I for the *computed* N' (rounded products of the weights), where
+ε = ‖M‖_F (2‖N'‖_F ‖E‖ + ‖E‖²) covers ‖E‖ = ‖N − N'‖₂, bounded by the recursion
+‖E_k‖ ≤ ‖W_{k−1}‖₂‖E_{k−1}‖ + γ_{n}‖|W_{k−1}||N'_{k−1}|‖_F with rigorous upper bounds on ‖W‖₂
+(:func:`spectral_upper`).  Our derivation: ξ^T(−M)ξ = η^T N'^T(−M)N' η + (terms in E).
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-__all__ = ["CheckResult", "psd_proof", "check_feedforward", "U_ROUND"]
+__all__ = ["CheckResult", "psd_proof", "check_feedforward", "U_ROUND", "spectral_upper", "subspace_basis",
+           "on_subspace"]
 
 U_ROUND = 2.0 ** -53
 _STEPS = (1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2)
@@ -46,11 +55,12 @@ class CheckResult:
     seconds: float = 0.0
 
 
-def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int) -> tuple[bool, float]:
+def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int, extra=None) -> tuple[bool, float]:
     """True if the float matrix A certainly stands for a PSD matrix despite rounding.
 
     ``A_abs`` bounds the magnitudes summed to form A's entries (same assembly in absolute
-    values), ``inner`` the longest inner product length used.  Returns (passed, δ).
+    values), ``inner`` the longest inner product length used.  ``extra(d)``, if given, bounds
+    ‖D F D‖₂ for a further perturbation F of A, D = diag(d) the scaling used.  Returns (passed, δ).
     """
     n = A.shape[0]
     diag = np.diag(A)
@@ -60,11 +70,104 @@ def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int) -> tuple[bool, float
     As = A * d[:, None] * d[None, :]
     Abs = A_abs * d[:, None] * d[None, :]
     delta = 2.0 * (_gamma(n + 1) / (1 - _gamma(n + 1)) * float(np.trace(As)) + _gamma(inner + 2) * float(np.max(Abs.sum(axis=1))))
+    if extra is not None:
+        delta += 2.0 * float(extra(d))
     try:
         sla.cholesky(As - delta * np.eye(n), lower=True, check_finite=False)
     except (np.linalg.LinAlgError, sla.LinAlgError):
         return False, delta
     return True, delta
+
+
+def spectral_upper(W: np.ndarray) -> float:
+    """A rigorous upper bound on ‖W‖₂: the float σ_max enlarged until σ²I − W^T W ⪰ 0 is proved
+    by :func:`psd_proof` (else ‖W‖_F, rounded up)."""
+    W = np.asarray(W, dtype=float)
+    if W.size == 0 or not np.any(W):
+        return 0.0
+    G, Gabs, inner = (W.T @ W, np.abs(W).T @ np.abs(W), W.shape[0]) if W.shape[0] >= W.shape[1] else \
+        (W @ W.T, np.abs(W) @ np.abs(W).T, W.shape[1])
+    s = float(np.linalg.norm(W, 2))
+    eye = np.eye(G.shape[0])
+    for f in (1 + 1e-9, 1 + 1e-6, 1 + 1e-3):
+        v = (s * f) ** 2
+        if psd_proof(v * eye - G, v * eye + Gabs, inner)[0]:
+            return float(np.sqrt(v) * (1 + 4 * U_ROUND))
+    return float(np.sqrt(np.sum(W * W)) * (1 + (W.size + 2) * U_ROUND))
+
+
+def subspace_basis(Ws, frees, border: int = 0):
+    """(N', per-block bounds on ‖(N − N')[:, block j]‖₂, η block offsets).
+
+    The increments of a feedforward net with free directions B_k: ``Ws`` = W_0..W_l (the last is
+    not used), ``frees`` = one B_k (n_k × f_k, exact) or None per hidden layer (None: Δx^k is a
+    coordinate of its own).  η = (Δx^0, s^1, …, s^l) and ``border`` extra identity coordinates.
+    """
+    l = len(frees)
+    dims = [W.shape[1] for W in Ws]
+    fd = [dims[0]] + [dims[k] if frees[k - 1] is None else frees[k - 1].shape[1] for k in range(1, l + 1)]
+    if border:
+        fd.append(border)
+    eoff = np.concatenate([[0], np.cumsum(fd)]).astype(int)
+    n_eta = int(eoff[-1])
+    prev = np.zeros((dims[0], n_eta))
+    prev[:, : dims[0]] = np.eye(dims[0])
+    rows = [prev]
+    err_prev = np.zeros(len(fd))  # ‖E_{k−1}[:, block j]‖ bounds
+    err_sq = np.zeros(len(fd))
+    for k in range(1, l + 1):
+        B, W = frees[k - 1], Ws[k - 1]
+        cur = np.zeros((dims[k], n_eta))
+        e = np.zeros(len(fd))
+        if B is None:
+            cur[:, eoff[k]:eoff[k + 1]] = np.eye(dims[k])
+        else:
+            used = prev[:, : eoff[k]]
+            cur[:, : eoff[k]] = W @ used
+            cur[:, eoff[k]:eoff[k + 1]] = B
+            absprod = np.abs(W) @ np.abs(used)
+            w = spectral_upper(W)
+            g = _gamma(W.shape[1] + 1) * (1 + 1e-6)
+            for j in range(k):
+                rnd = g * float(np.sqrt(np.sum(absprod[:, eoff[j]:eoff[j + 1]] ** 2)))
+                e[j] = (w * err_prev[j] + rnd) * (1 + 1e-9)
+        rows.append(cur)
+        err_sq += e ** 2
+        prev, err_prev = cur, e
+    if border:
+        cur = np.zeros((border, n_eta))
+        cur[:, n_eta - border:] = np.eye(border)
+        rows.append(cur)
+    return np.vstack(rows), np.sqrt(err_sq) * (1 + 1e-9), eoff
+
+
+def on_subspace(M, Mabs, inner, Ws, frees, rho_cols, border: int = 0):
+    """The check's matrices on the subspace: (N'^T M N', |N'|^T Mabs |N'|, inner', extra).
+
+    ``rho_cols`` (η columns, ± weight): where ρ enters M(ρ) = M + ρ·(that diagonal), so that
+    ``extra(ρ, d)`` bounds ‖D(N^T M(ρ) N − N'^T M(ρ) N')D‖₂ ≤ 2‖E D‖ ‖M(ρ) N' D‖ + ‖E D‖² ‖M(ρ)‖
+    for :func:`psd_proof` (E = N − N', bounded per η block by :func:`subspace_basis`).
+    """
+    N, errs, eoff = subspace_basis(Ws, frees, border)
+    MN = M @ N
+    Mr = N.T @ MN
+    Mr = 0.5 * (Mr + Mr.T)
+    aN = np.abs(N)
+    Mabs_r = aN.T @ (Mabs @ aN)
+    colnorm = np.sqrt(np.sum(MN * MN, axis=0)) * (1 + 1e-9)  # ‖M N'[:, c]‖ at ρ = 0
+    normM = float(np.sqrt(np.sum(M * M))) * (1 + 1e-9)
+    idx, wts = rho_cols
+    rho_part = np.zeros(N.shape[1])
+    rho_part[idx] = np.abs(wts)  # N'[:, c] = e_c on those columns (input / border identity)
+    nblk = len(errs)
+
+    def extra(rho: float, d: np.ndarray) -> float:
+        dmax = np.array([np.max(d[eoff[j]:eoff[j + 1]]) if eoff[j + 1] > eoff[j] else 0.0 for j in range(nblk)])
+        ed = float(np.sqrt(np.sum((errs * dmax) ** 2)))
+        mnd = float(np.sqrt(np.sum(((colnorm + abs(rho) * rho_part) * d) ** 2)))
+        return (2 * ed * mnd + ed * ed * (normM + abs(rho) * float(np.max(rho_part)))) * (1 + 1e-6)
+
+    return Mr, Mabs_r, inner + 2 * M.shape[0], extra
 
 
 def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
@@ -101,10 +204,14 @@ def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
     last = slice(off[l], off[l + 1])
     M[last, last] += Wl.T @ Wl
     Mabs[last, last] += np.abs(Wl).T @ np.abs(Wl)
+    frees = [qc.free_basis() for qc in qcs]
+    if any(B is not None for B in frees):
+        M, Mabs, inner, extra = on_subspace(M, Mabs, inner, Ws, frees, (np.arange(dims[0]), 1.0))
+        return _finish(M, Mabs, dims[0], Ws[0], inner, t0, extra)
     return _finish(M, Mabs, dims[0], Ws[0], inner, t0)
 
 
-def _finish(M, Mabs, n0, W0, inner, t0) -> CheckResult:
+def _finish(M, Mabs, n0, W0, inner, t0, extra=None) -> CheckResult:
     """Smallest ρ with M0 − ρ E_0 ⪯ 0 (ρ on the first n0 coordinates), then the rounding proof."""
     n = M.shape[0]
     if n == n0:  # no hidden layer: M = W^T W − ρ I
@@ -129,7 +236,7 @@ def _finish(M, Mabs, n0, W0, inner, t0) -> CheckResult:
         A[np.arange(n0), np.arange(n0)] += rho
         Aabs = Mabs.copy()
         Aabs[np.arange(n0), np.arange(n0)] += rho
-        ok, delta = psd_proof(A, Aabs, inner)
+        ok, delta = psd_proof(A, Aabs, inner, None if extra is None else (lambda d, r=rho: extra(r, d)))
         if ok:
             return CheckResult(True, float(rho), rho_min, delta,
                                f"Cholesky with margin passed at rho = rho_min·(1 + {step:g})" if rho_min > 0

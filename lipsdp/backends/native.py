@@ -462,6 +462,7 @@ class NativeBackend(Backend):
         bnorm = 1.0 + np.linalg.norm(b)
         hist: list[float] = []
         objs: list[float] = []
+        pinfs: list[float] = []
         ap = ad = 0.0
         theta0 = theta.copy()
         for it in range(1, max_iters + 1):
@@ -497,9 +498,12 @@ class NativeBackend(Backend):
                 break
             hist.append(relgap)
             objs.append(pobj)
+            pinfs.append(pinf)
+            w = 3 if relgap < 1e-5 else 6  # far from optimal: a longer window (18FC-128 recovers)
             if (len(hist) > 8 and pinf < 1e-2  # (the early steps may raise the bound)
-                    and min(hist[-3:]) > 0.5 * min(hist[:-3])  # no progress in 3 steps:
-                    and min(objs[:-3]) - min(objs[-3:]) <= 1e-6 * abs(pobj)):  # nor in the best bound
+                    and min(hist[-w:]) > 0.5 * min(hist[:-w])  # no progress in w steps:
+                    and min(pinfs[-w:]) > 0.5 * min(pinfs[:-w])  # nor in feasibility
+                    and min(objs[:-w]) - min(objs[-w:]) <= 1e-6 * abs(pobj)):  # nor in the best bound
                 if relgap < 1e-5 and pinf < 1e-3:
                     status, msg = "optimal", f"stalled at relative gap {relgap:.1e} (numerical limit)"
                 else:

@@ -34,7 +34,11 @@ def formulation_for(network, norm: str, method: str, output=None):
     except KeyError:
         valid = sorted({nm for (st, nm) in FORMULATIONS if st == structure})
         raise FormulationError(f"norm {norm!r} is not supported for {structure} networks; valid: {valid}") from None
-    return cls(network, method, output)
+    form = cls(network, method, output)
+    from .reduced import Reduced
+
+    # GroupSort / Householder with P-free multipliers: solve on the subspace they preserve
+    return Reduced(form) if Reduced.applies(form) else form
 
 # --- further formulations (linf.py, residual.py, rr.py) ---------------------------------------
 from .linf import FeedforwardLinf  # noqa: E402

@@ -51,7 +51,7 @@ import scipy.sparse as sp
 from lipsdp.constraints import constraint_for
 
 from ..assembly import LMI, LMIProblem, LMITerm, lift_terms
-from ..check import CheckResult, _STEPS, psd_proof
+from ..check import CheckResult, _STEPS, on_subspace, psd_proof
 from ..errors import FormulationError
 from ..ir import Network
 from .feedforward import select_output
@@ -250,6 +250,12 @@ def check_linf(Ws, qcs, values, tau) -> CheckResult:
     s = math.fsum(tau)
     M[t, t] = s
     Mabs[t, t] = s
+    extra = None
+    frees = [qc.free_basis() for qc in qcs]
+    if any(B is not None for B in frees):  # on the preserved subspace (lipsdp.check.on_subspace)
+        n_eta = n0 + sum(d if B is None else B.shape[1] for d, B in zip(dims[1:], frees)) + 1
+        M, Mabs, inner, extra = on_subspace(M, Mabs, inner, Ws, frees, (np.array([n_eta - 1]), 2.0), border=1)
+        t = M.shape[0] - 1
     H = M[:t, :t]
     try:
         L = sla.cholesky(-H, lower=True, check_finite=True)
@@ -267,7 +273,7 @@ def check_linf(Ws, qcs, values, tau) -> CheckResult:
         A[t, t] += 2.0 * rho
         Aabs = Mabs.copy()
         Aabs[t, t] += 2.0 * rho
-        ok, delta = psd_proof(A, Aabs, inner)
+        ok, delta = psd_proof(A, Aabs, inner, None if extra is None else (lambda d, r=rho: extra(r, d)))
         if ok:
             return CheckResult(True, float(rho), rho_min, delta,
                                f"Cholesky with margin passed at rho = rho_min·(1 + {step:g})",

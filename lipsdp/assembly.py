@@ -68,7 +68,8 @@ class LMIProblem:
     """minimise c^T θ s.t. every LMI ⪯ 0 and θ[nonneg] ≥ 0.
 
     ``layout`` maps a name (``"rho"``, ``"layer1.lambda"``, ...) to its slice of θ.
-    ``lower`` optionally bounds θ from below (e.g. ρ ≥ 0) — None means no bound.
+    ``start`` optionally suggests a strictly feasible θ (a warm start; backends that can use one
+    test it first).
     """
 
     n_vars: int
@@ -76,6 +77,7 @@ class LMIProblem:
     nonneg: np.ndarray
     lmis: list[LMI]
     layout: dict[str, slice]
+    start: np.ndarray | None = None
 
     def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         return {k: np.asarray(theta[s], dtype=float) for k, s in self.layout.items()}

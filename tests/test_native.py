@@ -133,3 +133,28 @@ def test_linf_table1_2fc16_between_lower_and_naive():
     assert cert.verified, cert.message
     assert 152.43 <= cert.bound <= 202.82
     assert cert.bound < cert.naive_bound
+
+
+def test_eclipse_fast_warm_start_is_feasible_and_matches_eclipse_fast():
+    """FeedforwardL2.start: ECLipsE-Fast's layer-wise multipliers (scaled by START_SCALE), a strictly
+    feasible point; unscaled, its certified bound is ECLipsE-Fast's (eclipse-nn, when installed)."""
+    from lipsdp.formulations.feedforward import START_SCALE, FeedforwardL2
+
+    rng = np.random.default_rng(7)
+    dims = [12, 10, 10, 10, 3]
+    Ws = [rng.standard_normal((b, a)) / np.sqrt(a) for a, b in zip(dims[:-1], dims[1:])]
+    net = lipsdp.from_weights(Ws, activation="relu")
+    form = FeedforwardL2(net, "neuron")
+    prob = form.problem()
+    assert prob.start is not None
+    chk = form.check(form.recover(prob, prob.start * (1 + 1e-6) / START_SCALE))
+    assert chk.verified
+    opt = lipsdp.certify(net, solver="native", lower=False).bound
+    assert opt <= np.sqrt(chk.rho) * (1 + 1e-9)
+    try:
+        import torch
+        from eclipse_nn.LipConstEstimator import LipConstEstimator
+    except ImportError:
+        return
+    fast = float(LipConstEstimator(weights=[torch.tensor(W) for W in Ws]).estimate("ECLipsE_Fast"))
+    assert np.sqrt(chk.rho) == pytest.approx(fast, rel=1e-5)

@@ -114,8 +114,9 @@ def test_residual_relu_refuses_householder():
 
 # reference-values.md, QCs_MaxMin table: the S = P = 0 chain re-solved (column 4).  Run with
 # `pytest -m slow`; the same networks are timed by benchmarks/table1.py and benchmarks/run.py.
-# 8FC-128 and the 18-layer networks are not here: the native solver does not reach their
-# optimum yet (8FC-128 chain stalls at 782.65 vs 714.14; benchmarks/results-table1.md; issue 4).
+# 8FC-128 is not here: the native solver's chain stalls at 782.65 vs 714.14 (the chain keeps
+# γ free with no τ, so the preserved-subspace reduction does not apply).  The 18-layer networks'
+# NSR is tested in test_reduced.py.
 CHAIN_REF = {"2fc_64": 73.773, "2fc_128": 70.866, "5fc_32": 224.53, "5fc_64": 386.81, "8fc_32": 401.03,
              "8fc_64": 722.34}
 

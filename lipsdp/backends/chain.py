@@ -729,6 +729,8 @@ class ChainBackend(Backend):
         def feasible(th):
             return self._factor_all(chains, th) is not None
 
+        if problem.start is not None and feasible(np.asarray(problem.start, dtype=float)):
+            return np.asarray(problem.start, dtype=float).copy()  # the formulation's warm start
         th = layerwise_start(depth, problem.nonneg, obj, feasible)
         if th is not None:
             return th

@@ -28,6 +28,9 @@ from ..check import CheckResult, check_feedforward
 from ..errors import FormulationError
 from ..ir import Network
 
+#: the warm start's multipliers are ECLipsE-Fast's times this (a centred, strictly feasible point)
+START_SCALE = 10.0
+
 __all__ = ["FeedforwardL2", "Recovered", "select_output", "naive_l2"]
 
 
@@ -122,7 +125,46 @@ class FeedforwardL2:
         F0[off[-2]:off[-1], off[-2]:off[-1]] = last
         c = np.zeros(pos)
         c[0] = 1.0
-        return LMIProblem(pos, c, nonneg, [LMI(size, F0.tocsr(), terms, dims)], layout)
+        return LMIProblem(pos, c, nonneg, [LMI(size, F0.tocsr(), terms, dims)], layout, self.start(layout, pos))
+
+    def start(self, layout, n_vars) -> np.ndarray | None:
+        """ECLipsE-Fast's layer-wise multipliers as a strictly feasible warm start, or None.
+
+        Xu & Sivaranjani, "ECLipsE: Efficient Compositional Lipschitz Constant Estimation for Deep
+        Neural Networks" (NeurIPS 2024): eliminate the blocks of −M in order with one multiplier
+        t_k per layer.  X_0 = I (ρ = 1), A_k = D_k W_{k−1} X_{k−1}^{-1} W_{k−1}^T D_k
+        (D_k = diag(α + β)), t_k = 1/λ_max(A_k) (maximises λ_min(2t I − t² A_k)),
+        X_k = 2 t_k I − t_k² A_k ≻ 0; finally c = λ_max(W_l X_l^{-1} W_l^T) and (ρ, λ_k) = f c (1, t_k):
+        f = 1 + ε gives ECLipsE-Fast's bound; f = START_SCALE = 10 centres the point for the
+        interior-point method (784-100×5-10: 20 Newton steps instead of 26 from the generic start).
+        Slope-restricted layers with αβ ≥ 0 only (the dropped 2αβ W^T T W blocks are then PSD, so
+        the point stays feasible); None otherwise.
+        """
+        if not self.qcs or any(getattr(a, "kind", "") != "slope" for a in self.network.activations):
+            return None
+        X = np.eye(self.Wn[0].shape[1])
+        ts = []
+        for k, (W, a) in enumerate(zip(self.Wn[:-1], self.network.activations), start=1):
+            al, be = np.broadcast_to(a.alpha, (W.shape[0],)), np.broadcast_to(a.beta, (W.shape[0],))
+            if np.any(al * be < 0):
+                return None
+            DW = (al + be)[:, None] * W
+            A = DW @ np.linalg.solve(X, DW.T)
+            amax = float(np.linalg.eigvalsh(0.5 * (A + A.T))[-1])
+            if not np.isfinite(amax) or amax <= 0:
+                return None
+            t = 1.0 / amax
+            X = 2 * t * np.eye(W.shape[0]) - t * t * A
+            ts.append(t)
+        Wl = self.Wn[-1]
+        c = float(np.linalg.eigvalsh(Wl @ np.linalg.solve(X, Wl.T))[-1]) * START_SCALE
+        if not np.isfinite(c) or c <= 0:
+            return None
+        th = np.zeros(n_vars)
+        th[layout["rho"]] = c
+        for k, t in enumerate(ts, start=1):
+            th[layout[f"layer{k}.lambda"]] = c * t
+        return th
 
     def recover(self, problem: LMIProblem, theta: np.ndarray) -> Recovered:
         vals = problem.unpack(theta)

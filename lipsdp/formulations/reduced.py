@@ -66,6 +66,9 @@ class Reduced:
     def applies(form) -> bool:
         return hasattr(form, "Wn") and any(qc.free_basis() is not None for qc in getattr(form, "qcs", ()))
 
+    def start(self, layout, n_vars):  # the inner one's warm start is for the full problem's θ
+        return None
+
     def __getattr__(self, name):  # naive_bound, trivial, bound_from_rho, Ws, qcs, ... of the inner one
         return getattr(self.inner, name)
 

@@ -72,11 +72,43 @@ def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int, extra=None) -> tuple
     delta = 2.0 * (_gamma(n + 1) / (1 - _gamma(n + 1)) * float(np.trace(As)) + _gamma(inner + 2) * float(np.max(Abs.sum(axis=1))))
     if extra is not None:
         delta += 2.0 * float(extra(d))
+    As[np.arange(n), np.arange(n)] -= delta
+    return _spd_factor(As) is not None, delta
+
+
+def _bandwidth(A: np.ndarray) -> int:
+    """Upper bandwidth of a symmetric matrix (max j − i over its nonzeros)."""
+    nz = A != 0
+    last = A.shape[1] - 1 - np.argmax(nz[:, ::-1], axis=1)
+    last[~nz.any(axis=1)] = 0
+    return int(max(0, np.max(last - np.arange(A.shape[0]))))
+
+
+def _spd_factor(A: np.ndarray):
+    """A Cholesky factorisation of the symmetric A, or None if it fails (not positive definite).
+
+    Banded storage (LAPACK dpbtrf) when A's bandwidth is small — the block-tridiagonal LMIs of
+    feedforward slope-restricted networks: O(n b²) instead of O(n³) (ECLipsE grid depth 100:
+    order 8004, bandwidth 159).  The rounding-error bound of :func:`psd_proof` holds for either.
+    """
+    n = A.shape[0]
+    u = _bandwidth(A) if n > 400 else n
     try:
-        sla.cholesky(As - delta * np.eye(n), lower=True, check_finite=False)
-    except (np.linalg.LinAlgError, sla.LinAlgError):
-        return False, delta
-    return True, delta
+        if 4 * u < n:
+            ab = np.zeros((u + 1, n))
+            for k in range(u + 1):
+                ab[u - k, k:] = np.diagonal(A, k)
+            return ("band", sla.cholesky_banded(ab, lower=False, check_finite=False))
+        return ("dense", sla.cholesky(A, lower=True, check_finite=False))
+    except (np.linalg.LinAlgError, sla.LinAlgError, ValueError):
+        return None
+
+
+def _spd_solve(factor, B: np.ndarray) -> np.ndarray:
+    kind, F = factor
+    if kind == "band":
+        return sla.cho_solve_banded((F, False), B, check_finite=False)
+    return sla.cho_solve((F, True), B, check_finite=False)
 
 
 def spectral_upper(W: np.ndarray) -> float:
@@ -218,14 +250,13 @@ def _finish(M, Mabs, n0, W0, inner, t0, extra=None) -> CheckResult:
         rho_min = float(np.linalg.eigvalsh(M)[-1])
     else:
         H = M[n0:, n0:]
-        try:
-            L = sla.cholesky(-H, lower=True, check_finite=True)
-        except (np.linalg.LinAlgError, sla.LinAlgError, ValueError):
+        fac = _spd_factor(-H) if np.all(np.isfinite(H)) else None
+        if fac is None:
             return CheckResult(False, float("inf"), float("inf"), float("nan"),
                                "the hidden-layer block of the LMI is not negative definite for the solver's multipliers",
                                time.perf_counter() - t0)
-        Y = sla.solve_triangular(L, M[n0:, :n0], lower=True, check_finite=False)
-        S0 = M[:n0, :n0] + Y.T @ Y  # Schur complement at ρ = 0
+        B = M[n0:, :n0]
+        S0 = M[:n0, :n0] + B.T @ _spd_solve(fac, B)  # Schur complement at ρ = 0
         rho_min = float(sla.eigvalsh(S0, subset_by_index=[n0 - 1, n0 - 1])[0]) if n0 > 1 else float(S0[0, 0])
     rho_min = max(rho_min, 0.0)
     scale = rho_min if rho_min > 0 else max(float(np.max(np.abs(np.diag(M)))), np.finfo(float).tiny)

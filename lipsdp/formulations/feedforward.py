@@ -29,7 +29,7 @@ from ..errors import FormulationError
 from ..ir import Network
 
 #: the warm start's multipliers are ECLipsE-Fast's times this (a centred, strictly feasible point)
-START_SCALE = 10.0
+START_SCALE = 2.0
 
 __all__ = ["FeedforwardL2", "Recovered", "select_output", "naive_l2"]
 
@@ -135,7 +135,7 @@ class FeedforwardL2:
         t_k per layer.  X_0 = I (ρ = 1), A_k = D_k W_{k−1} X_{k−1}^{-1} W_{k−1}^T D_k
         (D_k = diag(α + β)), t_k = 1/λ_max(A_k) (maximises λ_min(2t I − t² A_k)),
         X_k = 2 t_k I − t_k² A_k ≻ 0; finally c = λ_max(W_l X_l^{-1} W_l^T) and (ρ, λ_k) = f c (1, t_k):
-        f = 1 + ε gives ECLipsE-Fast's bound; f = START_SCALE = 10 centres the point for the
+        f = 1 + ε gives ECLipsE-Fast's bound; f = START_SCALE = 2 centres the point for the
         interior-point method (784-100×5-10: 20 Newton steps instead of 26 from the generic start).
         Slope-restricted layers with αβ ≥ 0 only (the dropped 2αβ W^T T W blocks are then PSD, so
         the point stays feasible); None otherwise.

@@ -77,6 +77,7 @@ def main(argv=None):
     ap.add_argument("--rr-solver", default="cvxopt")
     ap.add_argument("--no-linf", action="store_true")
     ap.add_argument("--no-rr", action="store_true")
+    ap.add_argument("--no-nsr", action="store_true", help="skip the ℓ2 NSR column")
     args = ap.parse_args(argv)
     import numpy as np
 
@@ -104,11 +105,12 @@ def main(argv=None):
         lbinf = float(lower_bound(net, norm="linf", output=LOGIT))
         rr = ("skipped", None, None, None, None) if args.no_rr else run_capped(args.cap, path, "l2", "residual-relu",
                                                                               args.rr_solver, None)
-        nsr = run_capped(args.cap, path, "l2", "neuron", args.solver, None)
+        nsr = ("skipped", None, None, None, None) if args.no_nsr else run_capped(args.cap, path, "l2", "neuron",
+                                                                                args.solver, None)
         linf = ("skipped", None, None, None, None) if args.no_linf else run_capped(args.cap, path, "linf", "neuron",
                                                                                   args.solver, LOGIT)
         rr_b, rr_t = ("skipped", "") if rr[0] == "skipped" else cell(rr, args.cap)
-        n_b, n_t = cell(nsr, args.cap)
+        n_b, n_t = ("skipped", "") if nsr[0] == "skipped" else cell(nsr, args.cap)
         i_b, i_t = ("skipped", "") if linf[0] == "skipped" else cell(linf, args.cap)
         print(f"| {name.upper().replace('_', '-')} | {fmt(naive2)} | {rr_b} | {rr_t} | {n_b} | {n_t} | {fmt(lb2)} | "
               f"{fmt(naiveinf, 4)} | {i_b} | {i_t} | {fmt(lbinf)} |")

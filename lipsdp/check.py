@@ -186,8 +186,10 @@ def on_subspace(M, Mabs, inner, Ws, frees, rho_cols, border: int = 0):
     Mr = 0.5 * (Mr + Mr.T)
     aN = np.abs(N)
     Mabs_r = aN.T @ (Mabs @ aN)
-    colnorm = np.sqrt(np.sum(MN * MN, axis=0)) * (1 + 1e-9)  # ‖M N'[:, c]‖ at ρ = 0
     normM = float(np.sqrt(np.sum(M * M))) * (1 + 1e-9)
+    # ‖M N'[:, c]‖ at ρ = 0: the computed column plus its rounding, ≤ γ_{n+1}‖M‖_F‖N'[:, c]‖
+    colnorm = (np.sqrt(np.sum(MN * MN, axis=0)) + _gamma(M.shape[0] + 1) * normM * np.sqrt(np.sum(N * N, axis=0))) \
+        * (1 + 1e-9)
     idx, wts = rho_cols
     rho_part = np.zeros(N.shape[1])
     rho_part[idx] = np.abs(wts)  # N'[:, c] = e_c on those columns (input / border identity)

@@ -341,3 +341,30 @@ def test_auto_falls_back_when_first_solver_fails():
     cert = lipsdp.certify(net, lower=False)
     assert cert.verified
     assert 1.0 <= cert.bound <= 1.0 + 1e-6
+
+
+def test_banded_factorisation_agrees_with_dense():
+    """lipsdp.check._spd_factor uses LAPACK's banded Cholesky for block-tridiagonal matrices:
+    same accept / reject decisions and the same solves as the dense factorisation."""
+    from lipsdp.check import _bandwidth, _spd_factor, _spd_solve
+
+    rng = np.random.default_rng(11)
+    n, b = 600, 20
+    for shift in (1.0, -1.0):
+        L = np.tril(rng.standard_normal((n, n)))
+        L = np.triu(L, -b)  # lower band b → A = L L^T has bandwidth b
+        A = L @ L.T + shift * 0.5 * np.eye(n)
+        if shift < 0:
+            A[n // 2, n // 2] = -1.0  # certainly not positive definite
+        assert _bandwidth(A) == b
+        fac = _spd_factor(A)
+        dense_ok = True
+        try:
+            np.linalg.cholesky(A)
+        except np.linalg.LinAlgError:
+            dense_ok = False
+        assert (fac is not None) == dense_ok
+        if fac is not None:
+            assert fac[0] == "band"
+            B = rng.standard_normal((n, 3))
+            np.testing.assert_allclose(A @ _spd_solve(fac, B), B, atol=1e-8)

@@ -467,6 +467,7 @@ class NativeBackend(Backend):
         hist: list[float] = []
         objs: list[float] = []
         pinfs: list[float] = []
+        t_prev = t0
         ap = ad = 0.0
         theta0 = theta.copy()
         for it in range(1, max_iters + 1):
@@ -513,7 +514,11 @@ class NativeBackend(Backend):
                 else:
                     status, msg = "optimal_inaccurate", f"stalled at relative gap {relgap:.1e}"
                 break
-            if options.time_limit is not None and time.perf_counter() - t0 > options.time_limit:
+            now = time.perf_counter()
+            step_time = now - (t_prev if it > 1 else t0)  # the last Newton step's duration
+            t_prev = now
+            # stop when the next step would likely end past the limit (wide nets: ~40 s a step)
+            if options.time_limit is not None and now - t0 + (step_time if it > 1 else 0.0) > options.time_limit:
                 status, msg = "time_limit", f"time limit {options.time_limit} s reached"
                 break
             Mf = self._factor(M)

@@ -34,7 +34,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# as `import lipsdp` would, had numpy not been imported first (see README, "Choosing a solver")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

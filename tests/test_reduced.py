@@ -4,13 +4,10 @@ Golden values: shared/notes/reference-values.md (P-free SDP 2FC-16 22.0744 with 
 bound 22.0213; 2FC-32 38.0750; the S = P = 0 chain column for the 18-layer networks).
 """
 
-import warnings
-
 import numpy as np
 import pytest
 
 import lipsdp
-from lipsdp.api import CertificationWarning
 from lipsdp.backends import get_backend
 from lipsdp.backends.base import SolveOptions
 from lipsdp.check import check_feedforward, subspace_basis
@@ -21,6 +18,7 @@ from lipsdp.ir import Affine, GroupSort, Householder, MaxMin, Network, SlopeRest
 from lipsdp.lower import lower_bound
 
 from .refdata import MAXMIN, require
+from .test_nsr import _cert
 
 ACTS = [MaxMin(), GroupSort(3), Householder(np.array([[0.6, 0.8]]))]
 
@@ -30,12 +28,6 @@ def _net(Ws, acts):
     for act, W in zip(acts, Ws[1:]):
         layers += [act, Affine(W)]
     return Network(layers)
-
-
-def _cert(net, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CertificationWarning)
-        return lipsdp.certify(net, lower=False, **kw)
 
 
 @pytest.mark.parametrize("act", ACTS)

@@ -292,14 +292,17 @@ def _inv_from_chol(L):
     return 0.5 * (A + A.T)
 
 
-def layerwise_start(depth, nonneg, obj, feasible):
+def layerwise_start(depth, nonneg, obj, feasible, start=None):
     """A strictly feasible start shared by the interior-point backends, or None.
 
-    Non-negative multipliers 2·q^depth (depth = distance of the term's own block from the last
+    The formulation's warm start ``start`` (:attr:`LMIProblem.start`) when it is feasible; else
+    non-negative multipliers 2·q^depth (depth = distance of the term's own block from the last
     block), free ones 0, for q = 1, 1.5, 2, 4, 8; the objective variables at 4^k with the
     smallest feasible k ≤ 40 found by bisection (feasibility is monotone in them: their terms
     are negative semidefinite).  ``feasible(θ)`` tests −F(θ) ≻ 0.
     """
+    if start is not None and feasible(np.asarray(start, dtype=float)):
+        return np.asarray(start, dtype=float).copy()
     for q in (1.0, 1.5, 2.0, 4.0, 8.0):
         with np.errstate(over="ignore"):
             th = np.where(nonneg, 2.0 * q ** depth, 0.0)
@@ -353,9 +356,7 @@ class NativeBackend(Backend):
         def feasible(th):
             return all(_chol(-P.evaluate(th)) is not None for P in lmis)
 
-        if problem.start is not None and feasible(np.asarray(problem.start, dtype=float)):
-            return np.asarray(problem.start, dtype=float).copy()  # the formulation's warm start
-        th = layerwise_start(depth, problem.nonneg, obj, feasible)
+        th = layerwise_start(depth, problem.nonneg, obj, feasible, problem.start)
         if th is not None:
             return th
         if getattr(problem, "source", None) is not None:

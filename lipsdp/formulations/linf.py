@@ -253,8 +253,8 @@ def check_linf(Ws, qcs, values, tau) -> CheckResult:
     extra = None
     frees = [qc.free_basis() for qc in qcs]
     if any(B is not None for B in frees):  # on the preserved subspace (lipsdp.check.on_subspace)
-        n_eta = n0 + sum(d if B is None else B.shape[1] for d, B in zip(dims[1:], frees)) + 1
-        M, Mabs, inner, extra = on_subspace(M, Mabs, inner, Ws, frees, (np.array([n_eta - 1]), 2.0), border=1)
+        # ρ enters only the border (last) coordinate, with weight 2
+        M, Mabs, inner, extra = on_subspace(M, Mabs, inner, Ws, frees, (np.array([-1]), 2.0), border=1)
         t = M.shape[0] - 1
     H = M[:t, :t]
     try:

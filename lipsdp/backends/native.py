@@ -41,118 +41,140 @@ __all__ = ["NativeBackend", "layerwise_start"]
 # problem preparation
 # ------------------------------------------------------------------------------------------------
 class _Group:
-    """Terms of one LMI whose U's rows lie in one contiguous row range ``lo:hi``."""
+    """Rank-one columns whose rows lie in one contiguous row range ``lo:hi`` (a slice ``cols`` of
+    the LMI's column list).  ``kind``: "dense" (Ud dense), "sparse" (Ud sparse CSC) or "select"
+    (one nonzero per column: u_a = v_a e_{rows_a}, so U^T Y U is a gather)."""
 
-    def __init__(self, lo, hi, ucols, Ud):
-        self.lo, self.hi = lo, hi
-        self.ucols = ucols  # positions of these columns in the LMI's unique-column list
-        self.Ud = Ud  # (hi − lo) × len(ucols): dense, or sparse CSC when very sparse
-        self.sparse = sp.issparse(Ud)
-        self.UdT = Ud.T.tocsr() if self.sparse else None
+    def __init__(self, lo, hi, cols, Us):
+        self.lo, self.hi, self.cols = lo, hi, cols
+        Us = sp.csc_matrix(Us)
+        nnz = np.diff(Us.indptr)
+        if Us.shape[1] and np.all(nnz == 1):
+            self.kind = "select"
+            self.rows, self.vals = Us.indices.copy(), Us.data.copy()
+        elif Us.shape[0] > 64 and Us.nnz < 0.05 * Us.shape[0] * max(Us.shape[1], 1):
+            self.kind = "sparse"  # very sparse, e.g. the ℓ∞ border column next to the input block
+            self.Ud, self.UdT = Us, Us.T.tocsr()
+        else:
+            self.kind = "dense"
+            self.Ud = np.ascontiguousarray(Us.toarray())
 
     def right(self, Y):
-        """Y @ Ud for a dense Y (rows × (hi − lo))."""
-        if self.sparse:
+        """Y @ Ud for Y with hi − lo columns."""
+        if self.kind == "select":
+            return Y[:, self.rows] * self.vals
+        if self.kind == "sparse":
             return np.asarray(self.UdT @ Y.T).T
         return Y @ self.Ud
 
     def left(self, Y):
-        """Ud^T @ Y for a dense Y ((hi − lo) × cols)."""
-        if self.sparse:
+        """Ud^T @ Y for Y with hi − lo rows."""
+        if self.kind == "select":
+            return Y[self.rows] * self.vals[:, None]
+        if self.kind == "sparse":
             return np.asarray(self.UdT @ Y)
         return self.Ud.T @ Y
 
+    def quad_diag(self, Y):
+        """diag(Ud^T Y Ud) for a square (possibly nonsymmetric) Y of order hi − lo."""
+        if self.kind == "select":
+            return Y[self.rows, self.rows] * self.vals ** 2
+        if self.kind == "sparse":
+            Z = np.asarray(self.UdT @ Y.T).T  # Y @ Ud
+            return np.asarray(self.Ud.multiply(Z).sum(axis=0)).ravel()
+        return np.einsum("pa,pa->a", self.Ud, Y @ self.Ud, optimize=True)
+
+    def outer(self, h):
+        """Ud diag(h) Ud^T (dense, order hi − lo)."""
+        if self.kind == "select":
+            F = np.zeros((self.hi - self.lo,) * 2)
+            np.add.at(F, (self.rows, self.rows), self.vals ** 2 * h)
+            return F
+        if self.kind == "sparse":
+            return (self.Ud @ sp.diags(h) @ self.UdT).toarray()
+        return (self.Ud * h) @ self.Ud.T
+
 
 class _PreparedLMI:
-    """One LMI: unique U columns grouped by row range, per-term C and variable."""
+    """One LMI in *rank-one diagonal form*: F(θ) = F0 + U diag(Hθ) U^T.
+
+    Every term θ_v U_i C_i U_i^T is split along the eigenvectors of its small C_i
+    (C_i = Q Λ Q^T, columns U_i Q; a diagonal C_i as is), identical columns are merged (the ℓ∞
+    border column e_t shared by all input multipliers), and H (columns × variables, sparse)
+    carries the eigenvalues.  Then, with G^X = U^T X U and G^S = U^T S^{-1} U,
+
+        tr(A_v X A_w S^{-1}) = (H^T (G^X ∘ G^S) H)_vw,     tr(A_v Y) = (H^T diag(U^T Y U))_v,
+
+    (∘: elementwise product) — the Schur complement is one elementwise product and two sparse
+    products.  Columns are grouped by the range of layer blocks their rows touch, so products
+    with U are GEMMs on row ranges (or gathers for single-entry columns).
+    """
 
     def __init__(self, lmi, n_vars):
         self.n = n = int(lmi.size)
         self.F0 = np.asarray(lmi.F0.toarray(), dtype=float)
         blocks = list(lmi.blocks) if lmi.blocks and sum(lmi.blocks) == n else [n]
         bstart = np.concatenate([[0], np.cumsum(blocks)]).astype(int)
-        # deduplicate identical U's (e.g. GroupSort's γ and τ share one factor)
-        keys: dict = {}
-        uid_of_term, U_list = [], []
+        # rank-one columns of every term: U_i Q_i with eigenvalues Λ_i
+        Us, Qs, lams, owners = [], [], [], []
         for t in lmi.terms:
-            U = sp.csc_matrix(t.U)
-            U.sort_indices()
-            key = (U.shape, U.indptr.tobytes(), U.indices.tobytes(), U.data.tobytes())
-            if key not in keys:
-                keys[key] = len(U_list)
-                U_list.append(U)
-            uid_of_term.append(keys[key])
-        # group unique U's by the range of layer blocks their rows touch
-        ranges = {}
-        for u, U in enumerate(U_list):
-            rows = U.indices
-            if rows.size == 0:
-                b0 = b1 = 0
+            C = np.asarray(t.C, dtype=float)
+            C = 0.5 * (C + C.T)
+            if np.count_nonzero(C - np.diag(np.diag(C))) == 0:
+                lam, Q = np.diag(C).copy(), np.eye(C.shape[0])
             else:
-                b0 = int(np.searchsorted(bstart, rows.min(), side="right") - 1)
-                b1 = int(np.searchsorted(bstart, rows.max(), side="right") - 1)
-            ranges.setdefault((b0, b1), []).append(u)
+                lam, Q = np.linalg.eigh(C)
+            keep = lam != 0
+            Us.append(sp.csc_matrix(t.U))
+            Qs.append(Q[:, keep])
+            lams.append(lam[keep])
+            owners.append(np.full(int(keep.sum()), t.var))
+        if Us:
+            Ucols = (sp.hstack(Us, format="csc") @ sp.block_diag(Qs, format="csc")).tocsc()
+            Ucols.eliminate_zeros()
+            Ucols.sort_indices()
+            lam = np.concatenate(lams)
+            owner = np.concatenate(owners).astype(int)
+        else:
+            Ucols, lam, owner = sp.csc_matrix((n, 0)), np.zeros(0), np.zeros(0, dtype=int)
+        # merge identical columns; group the unique ones by the blocks their rows touch
+        ip, ind, dat = Ucols.indptr, Ucols.indices, Ucols.data
+        uniq: dict = {}
+        col_of = np.empty(Ucols.shape[1], dtype=int)
+        first = []
+        for j in range(Ucols.shape[1]):
+            a, b = ip[j], ip[j + 1]
+            key = (ind[a:b].tobytes(), dat[a:b].tobytes())
+            u = uniq.get(key)
+            if u is None:
+                u = uniq[key] = len(first)
+                first.append(j)
+            col_of[j] = u
+        first = np.asarray(first, dtype=int)
+        rng = {}
+        for u, j in enumerate(first):
+            a, b = ip[j], ip[j + 1]
+            if b == a:
+                key = (0, 0)
+            else:
+                key = (int(np.searchsorted(bstart, ind[a], side="right") - 1),
+                       int(np.searchsorted(bstart, ind[b - 1], side="right") - 1))
+            rng.setdefault(key, []).append(u)
+        order = np.concatenate([np.asarray(v, dtype=int) for _, v in sorted(rng.items())]) if rng \
+            else np.zeros(0, dtype=int)
+        pos = np.empty(len(first), dtype=int)
+        pos[order] = np.arange(len(order))
+        self.R = len(order)
         self.groups = []
-        ucol_start = np.zeros(len(U_list) + 1, dtype=int)
-        order = []
-        for (b0, b1), us in sorted(ranges.items()):
-            order += us
-        # unique-column numbering follows the group order
-        pos = 0
-        ustart = {}
-        for u in order:
-            ustart[u] = pos
-            pos += U_list[u].shape[1]
-        self.R_u = pos
-        for (b0, b1), us in sorted(ranges.items()):
+        c0 = 0
+        for (b0, b1), us in sorted(rng.items()):
             lo, hi = int(bstart[b0]), int(bstart[b1 + 1])
-            Us = sp.hstack([U_list[u][lo:hi, :] for u in us], format="csc") if us else sp.csc_matrix((hi - lo, 0))
-            ucols = np.concatenate([np.arange(ustart[u], ustart[u] + U_list[u].shape[1]) for u in us])
-            if Us.shape[0] > 64 and Us.nnz < 0.05 * Us.shape[0] * max(Us.shape[1], 1):
-                Ud = Us  # very sparse (e.g. ℓ∞'s diagonal input multipliers): keep it sparse
-            else:
-                Ud = np.ascontiguousarray(Us.toarray())
-            self.groups.append(_Group(lo, hi, ucols, Ud))
-        del ucol_start
-        # term level: each term's columns expand to unique columns; C blocks; variable
-        self.var = np.array([t.var for t in lmi.terms], dtype=int)
-        self.rank = np.array([t.C.shape[0] for t in lmi.terms], dtype=int)
-        self.tstart = np.concatenate([[0], np.cumsum(self.rank)]).astype(int)
-        self.R_t = int(self.tstart[-1])
-        self.expand = np.concatenate(
-            [np.arange(ustart[uid_of_term[i]], ustart[uid_of_term[i]] + self.rank[i]) for i in range(len(lmi.terms))]
-        ) if lmi.terms else np.zeros(0, dtype=int)
-        self.Cbd = sp.block_diag([np.asarray(t.C, dtype=float) for t in lmi.terms], format="csr") if lmi.terms \
-            else sp.csr_matrix((0, 0))
-        self.Sel = sp.csr_matrix((np.ones(len(self.var)), (np.arange(len(self.var)), self.var)),
-                                 shape=(len(self.var), n_vars))
-        self.n_terms = len(lmi.terms)
-        # per group: terms of each rank (local column indices), and the COO pattern of
-        # D_g = Σ_i θ_var(i) C_i placed at the term's (local) columns
-        gid = np.empty(self.R_u, dtype=int)
-        loc = np.empty(self.R_u, dtype=int)
-        for k, g in enumerate(self.groups):
-            gid[g.ucols] = k
-            loc[g.ucols] = np.arange(len(g.ucols))
-        tgroup = np.array([gid[self.expand[self.tstart[i]]] for i in range(self.n_terms)], dtype=int)
-        for k, g in enumerate(self.groups):
-            g.by_rank = {}
-            tids = np.flatnonzero(tgroup == k)
-            rr, cc, vv, var = [], [], [], []
-            for r in np.unique(self.rank[tids]):
-                idx = tids[self.rank[tids] == r]
-                gcols = self.expand[(self.tstart[idx][:, None] + np.arange(r)[None, :])]
-                C = np.stack([np.asarray(lmi.terms[i].C, dtype=float) for i in idx])
-                lcols = loc[gcols]
-                g.by_rank[int(r)] = (idx, lcols, gcols, C)
-                rr.append(np.broadcast_to(lcols[:, :, None], C.shape).ravel())
-                cc.append(np.broadcast_to(lcols[:, None, :], C.shape).ravel())
-                vv.append(C.ravel())
-                var.append(np.repeat(self.var[idx], r * r))
-            g.d_rows = np.concatenate(rr) if rr else np.zeros(0, dtype=int)
-            g.d_cols = np.concatenate(cc) if cc else np.zeros(0, dtype=int)
-            g.d_vals = np.concatenate(vv) if vv else np.zeros(0)
-            g.d_var = np.concatenate(var) if var else np.zeros(0, dtype=int)
+            cols = slice(c0, c0 + len(us))
+            c0 += len(us)
+            self.groups.append(_Group(lo, hi, cols, Ucols[:, first[np.asarray(us, dtype=int)]][lo:hi, :]))
+        # H: unique column × variable, the eigenvalues summed
+        self.H = sp.csr_matrix((lam, (pos[col_of], owner)), shape=(self.R, n_vars))
+        self.HT = self.H.T.tocsr()
 
     # --- operators --------------------------------------------------------------------------
     def evaluate(self, theta):
@@ -160,87 +182,47 @@ class _PreparedLMI:
         return self.F0 + self.apply(theta)
 
     def apply(self, theta):
-        """Σ_i θ_var(i) A_i (dense n × n)."""
+        """Σ_i θ_var(i) A_i = U diag(Hθ) U^T (dense n × n)."""
+        h = self.H @ theta
         F = np.zeros((self.n, self.n))
         for g in self.groups:
-            R = len(g.ucols)
-            if R == 0:
-                continue
-            D = sp.csr_matrix((theta[g.d_var] * g.d_vals, (g.d_rows, g.d_cols)), shape=(R, R))
-            if g.sparse:
-                F[g.lo:g.hi, g.lo:g.hi] += (g.Ud @ D @ g.UdT).toarray()
-                continue
-            T = np.asarray(D @ g.Ud.T)  # R × rows
-            F[g.lo:g.hi, g.lo:g.hi] += g.Ud @ T
+            if g.cols.stop > g.cols.start:
+                F[g.lo:g.hi, g.lo:g.hi] += g.outer(h[g.cols])
         return F
 
     def UtYU(self, Y):
-        """U^T Y U on unique columns (dense R_u × R_u), Y dense n × n (symmetric)."""
-        G = np.empty((self.R_u, self.R_u))
+        """U^T Y U (dense R × R) for a dense symmetric n × n Y."""
+        G = np.empty((self.R, self.R))
         YU = [g.right(Y[:, g.lo:g.hi]) for g in self.groups]
         for gi, g in enumerate(self.groups):
-            for hi_, h in enumerate(self.groups):
-                if hi_ < gi:
-                    continue
-                blk = g.left(YU[hi_][g.lo:g.hi, :])
-                G[np.ix_(g.ucols, h.ucols)] = blk
-                if hi_ != gi:
-                    G[np.ix_(h.ucols, g.ucols)] = blk.T
+            for hj in range(gi, len(self.groups)):
+                h = self.groups[hj]
+                blk = g.left(YU[hj][g.lo:g.hi, :])
+                G[g.cols, h.cols] = blk
+                if hj != gi:
+                    G[h.cols, g.cols] = blk.T
         return G
 
-    def diag_traces(self, G):
-        """tr(C_i G_ii) per term from unique-column G."""
-        out = np.zeros(self.n_terms)
-        for g in self.groups:
-            for r, (idx, lcols, gcols, C) in g.by_rank.items():
-                blocks = G[gcols[:, :, None], gcols[:, None, :]]  # (k, r, r)
-                out[idx] = np.einsum("kab,kba->k", C, blocks)
-        return out
+    def traces(self, G):
+        """tr(A_v Y) per variable from G = U^T Y U."""
+        return self.HT @ np.diagonal(G)
 
-    def diag_traces_of(self, Y):
-        """tr(C_i U_i^T Y U_i) per term for a dense (possibly nonsymmetric) n × n Y."""
-        out = np.zeros(self.n_terms)
+    def traces_of(self, Y):
+        """tr(A_v Y) per variable for a dense (possibly nonsymmetric) n × n Y."""
+        d = np.zeros(self.R)
         for g in self.groups:
-            if not g.by_rank:
-                continue
-            Z = g.right(Y[g.lo:g.hi, g.lo:g.hi])
-            W = g.left(Z) if g.sparse else None  # Ud^T Y Ud (cheap when Ud is sparse)
-            for r, (idx, lcols, gcols, C) in g.by_rank.items():
-                if g.sparse:
-                    blocks = W[lcols[:, :, None], lcols[:, None, :]]
-                else:
-                    blocks = np.einsum("pka,pkb->kab", g.Ud[:, lcols], Z[:, lcols], optimize=True)
-                out[idx] = np.einsum("kab,kba->k", C, blocks)
-        return out
+            d[g.cols] = g.quad_diag(Y[g.lo:g.hi, g.lo:g.hi])
+        return self.HT @ d
 
-    def schur(self, GX, GS, n_vars, chunk_elems=2_000_000):
-        """M_ij = Σ over terms of tr(C_i GX_ij C_j GS_ji), summed into variables."""
-        M = np.zeros((n_vars, n_vars))
-        if self.n_terms == 0:
-            return M
-        ex = self.expand
-        Cbd = self.Cbd
-        R = self.R_t
-        rows_per = max(1, chunk_elems // max(R, 1))
-        i0 = 0
-        while i0 < self.n_terms:
-            # chunk of whole terms
-            i1 = int(np.searchsorted(self.tstart, self.tstart[i0] + rows_per, side="right") - 1)
-            i1 = max(i1, i0 + 1)
-            i1 = min(i1, self.n_terms)
-            a, b = self.tstart[i0], self.tstart[i1]
-            rows = ex[a:b]
-            GXr = GX[rows][:, ex]  # (b−a) × R
-            GSr = GS[rows][:, ex]
-            K1 = Cbd[a:b, a:b] @ GXr
-            K2T = (Cbd.T @ GSr.T).T  # = GSr @ Cbd
-            P = K1 * K2T
-            Pc = np.add.reduceat(P, self.tstart[:-1], axis=1)
-            Mc = np.add.reduceat(Pc, self.tstart[i0:i1] - a, axis=0)
-            M += self.Sel[i0:i1].T @ np.asarray(self.Sel.T @ Mc.T).T
-            i0 = i1
+    def schur(self, GX, GS, chunk_rows=2048):
+        """M_vw = tr(A_v X A_w S^{-1}) = (H^T (G^X ∘ G^S) H)_vw."""
+        nv = self.H.shape[1]
+        M = np.zeros((nv, nv))
+        for a in range(0, self.R, chunk_rows):
+            b = min(self.R, a + chunk_rows)
+            K = GX[a:b] * GS[a:b]
+            M += self.H[a:b].T @ np.asarray(self.HT @ K.T).T
         return M
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -476,15 +458,13 @@ class NativeBackend(Backend):
             M = np.zeros((nv, nv))
             AX = np.zeros(nv)
             ASi = np.zeros(nv)
-            GXs, GSs = [], []
             for P, X, Si in zip(lmis, Xs, Sinv):
                 GX = P.UtYU(X)
                 GS = P.UtYU(Si)
-                M += P.schur(GX, GS, nv)
-                AX += P.Sel.T @ P.diag_traces(GX)
-                ASi += P.Sel.T @ P.diag_traces(GS)
-                GXs.append(GX)
-                GSs.append(GS)
+                M += P.schur(GX, GS)
+                AX += P.traces(GX)
+                ASi += P.traces(GS)
+                del GX, GS
             # LP block: A_lin = −e_i on nonneg vars
             AX[nn] -= x
             ASi[nn] -= 1.0 / s
@@ -532,14 +512,14 @@ class NativeBackend(Backend):
                       + float((x + ap * step_a[2]) @ (s + ad * step_a[3]))) / nu
             sigma = min(1.0, max(0.0, (mu_aff / mu) ** 3)) if mu > 0 else 0.0
             # --- corrector
-            corr = [P.Sel.T @ P.diag_traces_of(dX @ dS @ Si) for P, dX, dS, Si in zip(lmis, step_a[0], step_a[1], Sinv)]
+            Ya = [dX @ dS @ Si for dX, dS, Si in zip(step_a[0], step_a[1], Sinv)]  # reused in the direction
             rhs = b - sigma * mu * ASi
-            for cq in corr:
-                rhs = rhs + cq
+            for P, Y in zip(lmis, Ya):
+                rhs = rhs + P.traces_of(Y)
             # LP corrector: A_lin(dx_a ds_a / s) = −dx ds / s
             rhs[nn] -= step_a[2] * step_a[3] / s
             dth = self._msolve(Mf, rhs)
-            stp = self._direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, step_a)
+            stp = self._direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, step_a, Ya)
             ap, ad = self._steps(lmis, Ls, LXs, x, s, nn, stp, dth)
             # --- update (θ must stay strictly feasible: verified by Cholesky)
             while True:
@@ -642,14 +622,15 @@ class NativeBackend(Backend):
         return sla.cho_solve(cf, r / d, check_finite=False) / d
 
     @staticmethod
-    def _direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, pred):
-        """HKM: dS = −Σ dθ_i A_i, dX = σμ S^{-1} − X − sym(X dS S^{-1}) [− sym(dX_a dS_a S^{-1})]."""
+    def _direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, pred, Ya=None):
+        """HKM: dS = −Σ dθ_i A_i, dX = σμ S^{-1} − X − sym(X dS S^{-1}) [− sym(dX_a dS_a S^{-1})]
+        (``Ya``: the predictor's dX_a dS_a S^{-1}, already formed for the corrector's right side)."""
         dXs, dSs = [], []
         for q, (P, X, Si) in enumerate(zip(lmis, Xs, Sinv)):
             dS = -P.apply(dth)
             Y = X @ dS @ Si
             if pred is not None:
-                Y = Y + pred[0][q] @ pred[1][q] @ Si
+                Y = Y + Ya[q]
             dX = sigma * mu * Si - X - 0.5 * (Y + Y.T)
             dXs.append(0.5 * (dX + dX.T))
             dSs.append(dS)

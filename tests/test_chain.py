@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 import lipsdp
 from lipsdp.assembly import LMI, LMIProblem, LMITerm
-from lipsdp.backends import AUTO_RULES, REGISTRY, SolveOptions, get_backend
+from lipsdp.backends import AUTO_RULES, CHAIN_MIN_ORDER, REGISTRY, SolveOptions, choose_auto, get_backend
 from lipsdp.backends.chain import ChainBackend, _Chain
 from lipsdp.errors import SolverError
 from lipsdp.formulations import formulation_for
@@ -33,10 +33,17 @@ def mlp(seed, dims):
     return [rng.standard_normal((b, a)) / np.sqrt(a) for a, b in zip(dims[:-1], dims[1:])]
 
 
-def test_registered_last_and_not_auto():
+def test_registered_last_and_auto_only_for_deep_chains():
     assert list(REGISTRY)[-1] == "chain"
     assert isinstance(get_backend("chain"), ChainBackend)
     assert all(name != "chain" for _, name in AUTO_RULES)
+    # a deep narrow ReLU net (26 blocks, order 4 + 24·64 + 1 = 1541) goes to chain ...
+    deep = formulation_for(from_weights(mlp(0, [4] + [64] * 24 + [1]), activation="relu"), "l2", "neuron").problem()
+    assert deep.max_order >= CHAIN_MIN_ORDER and choose_auto(deep) == "chain"
+    # ... a shallow one of larger order (784-100×5-10: 6 blocks) and a non-tridiagonal one do not
+    wide = formulation_for(from_weights(mlp(0, [784] + [100] * 5 + [10]), activation="relu"), "l2", "neuron")
+    assert choose_auto(wide.problem()) == "native"
+    assert not ChainBackend.applies(_not_tridiagonal())
 
 
 # --- golden values ------------------------------------------------------------------------------
@@ -112,13 +119,16 @@ def test_several_lmis():
     assert form.bound_from_rho(chk.rho) == pytest.approx(36.48223, rel=1e-5)
 
 
-def test_not_block_tridiagonal_is_refused():
+def _not_tridiagonal():
     n = 3
     U = sp.csc_matrix(np.array([[1.0], [0.0], [1.0]]))  # touches blocks 0 and 2
     lmi = LMI(n, sp.csr_matrix((n, n)), [LMITerm(0, U, np.array([[-1.0]]))], [1, 1, 1])
-    prob = LMIProblem(1, np.array([1.0]), np.array([True]), [lmi], {"rho": slice(0, 1)})
+    return LMIProblem(1, np.array([1.0]), np.array([True]), [lmi], {"rho": slice(0, 1)})
+
+
+def test_not_block_tridiagonal_is_refused():
     with pytest.raises(SolverError, match="native"):
-        ChainBackend().solve(prob, SolveOptions())
+        ChainBackend().solve(_not_tridiagonal(), SolveOptions())
 
 
 def test_band_operators_are_exact():

@@ -691,6 +691,16 @@ class ChainBackend(Backend):
     CG_TOL = 1e-2
     CG_MAXIT = 300
 
+    @staticmethod
+    def applies(problem) -> bool:
+        """Whether every LMI of ``problem`` is block tridiagonal in the sense this solver needs."""
+        try:
+            for lmi in problem.lmis:
+                _Chain(lmi, problem.n_vars, 0)
+        except SolverError:
+            return False
+        return True
+
     def solve(self, problem, options: SolveOptions) -> SolveResult:
         with _single_thread():
             return self._guarded(self._solve, problem, options)

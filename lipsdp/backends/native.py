@@ -438,7 +438,6 @@ class NativeBackend(Backend):
         base = max(1.0, abs(float(c @ theta)) / nu)
         # from the formulation's centred warm start ξ = 10 suffices (784-100×5-10: 5.0 s vs 5.9 s)
         xi = 10.0 if problem.start is not None and np.array_equal(theta, problem.start) else 100.0
-        import os; xi = float(os.environ.get("LIPSDP_XI", xi))  # TEMP
         Xs = [Si * (xi * base) for Si in Sinv]
         x = base / s
         LXs = [_chol(X) for X in Xs]

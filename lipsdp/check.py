@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+import scipy.sparse as sp
 
 __all__ = ["CheckResult", "psd_proof", "check_feedforward", "U_ROUND", "spectral_upper", "subspace_basis",
            "on_subspace"]
@@ -63,16 +64,31 @@ def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int, extra=None) -> tuple
     ‖D F D‖₂ for a further perturbation F of A, D = diag(d) the scaling used.  Returns (passed, δ).
     """
     n = A.shape[0]
-    diag = np.diag(A)
-    if np.any(~np.isfinite(A)) or np.any(diag <= 0):
-        return False, float("nan")
-    d = np.exp2(-np.round(0.5 * np.log2(diag)))  # exact power-of-two scaling
-    As = A * d[:, None] * d[None, :]
-    Abs = A_abs * d[:, None] * d[None, :]
-    delta = 2.0 * (_gamma(n + 1) / (1 - _gamma(n + 1)) * float(np.trace(As)) + _gamma(inner + 2) * float(np.max(Abs.sum(axis=1))))
+    if sp.issparse(A):  # block-tridiagonal LMIs of deep nets: the same test in sparse/banded storage
+        A, A_abs = sp.csr_matrix(A), sp.csr_matrix(A_abs)
+        diag = A.diagonal()
+        if np.any(~np.isfinite(A.data)) or np.any(diag <= 0):
+            return False, float("nan")
+        d = np.exp2(-np.round(0.5 * np.log2(diag)))
+        D = sp.diags(d)
+        As = (D @ A @ D).tocsr()
+        rows = np.asarray(abs(D @ A_abs @ D).sum(axis=1)).ravel()
+        tr = float(As.diagonal().sum())
+    else:
+        diag = np.diag(A)
+        if np.any(~np.isfinite(A)) or np.any(diag <= 0):
+            return False, float("nan")
+        d = np.exp2(-np.round(0.5 * np.log2(diag)))  # exact power-of-two scaling
+        As = A * d[:, None] * d[None, :]
+        rows = (A_abs * d[:, None] * d[None, :]).sum(axis=1)
+        tr = float(np.trace(As))
+    delta = 2.0 * (_gamma(n + 1) / (1 - _gamma(n + 1)) * tr + _gamma(inner + 2) * float(np.max(rows)))
     if extra is not None:
         delta += 2.0 * float(extra(d))
-    As[np.arange(n), np.arange(n)] -= delta
+    if sp.issparse(As):
+        As = As - delta * sp.identity(n, format="csr")
+    else:
+        As[np.arange(n), np.arange(n)] -= delta
     return _spd_factor(As) is not None, delta
 
 
@@ -92,13 +108,19 @@ def _spd_factor(A: np.ndarray):
     order 8004, bandwidth 159).  The rounding-error bound of :func:`psd_proof` holds for either.
     """
     n = A.shape[0]
-    u = _bandwidth(A) if n > 400 else n
+    if sp.issparse(A):
+        C = sp.coo_matrix(A)
+        u = int(max(0, np.max(C.col - C.row))) if C.nnz else 0
+    else:
+        u = _bandwidth(A) if n > 400 else n
     try:
         if 4 * u < n:
             ab = np.zeros((u + 1, n))
             for k in range(u + 1):
-                ab[u - k, k:] = np.diagonal(A, k)
+                ab[u - k, k:] = A.diagonal(k)
             return ("band", sla.cholesky_banded(ab, lower=False, check_finite=False))
+        if sp.issparse(A):
+            A = A.toarray()
         return ("dense", sla.cholesky(A, lower=True, check_finite=False))
     except (np.linalg.LinAlgError, sla.LinAlgError, ValueError):
         return None
@@ -218,6 +240,9 @@ def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
     dims = [W.shape[1] for W in Ws]  # n_0 .. n_l
     off = np.concatenate([[0], np.cumsum(dims)])
     n = int(off[-1])
+    frees = [qc.free_basis() for qc in qcs]
+    if n > SPARSE_ORDER and all(B is None for B in frees):
+        return _check_feedforward_sparse(Ws, qcs, values, dims, t0)
     M = np.zeros((n, n))
     Mabs = np.zeros((n, n))
     inner = max(max(W.shape) for W in Ws)
@@ -238,37 +263,84 @@ def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
     last = slice(off[l], off[l + 1])
     M[last, last] += Wl.T @ Wl
     Mabs[last, last] += np.abs(Wl).T @ np.abs(Wl)
-    frees = [qc.free_basis() for qc in qcs]
     if any(B is not None for B in frees):
         M, Mabs, inner, extra = on_subspace(M, Mabs, inner, Ws, frees, (np.arange(dims[0]), 1.0))
         return _finish(M, Mabs, dims[0], Ws[0], inner, t0, extra)
     return _finish(M, Mabs, dims[0], Ws[0], inner, t0)
 
 
+#: orders above which check_feedforward assembles the block-tridiagonal M in sparse storage (the
+#: dense 8004 × 8004 copies of the ECLipsE grid at depth 100 took 10 s of a 60 s budget)
+SPARSE_ORDER = 2000
+
+
+def _check_feedforward_sparse(Ws, qcs, values, dims, t0) -> CheckResult:
+    """check_feedforward's M and |M| assembled block by block in sparse storage (same products,
+    same rounding bound); _finish and psd_proof then work on the band."""
+    l = len(qcs)
+    blocks: dict = {}
+
+    def add(i, j, X, Xa):
+        if (i, j) in blocks:
+            blocks[(i, j)][0] += X
+            blocks[(i, j)][1] += Xa
+        else:
+            blocks[(i, j)] = [np.array(X, dtype=float), np.array(Xa, dtype=float)]
+
+    for k in range(1, l + 1):
+        W = Ws[k - 1]
+        Q11, Q12, Q22 = qcs[k - 1].blocks(values[k - 1])
+        aW, a11, a12 = np.abs(W), np.abs(Q11), np.abs(Q12)
+        add(k - 1, k - 1, W.T @ Q11 @ W, aW.T @ a11 @ aW)
+        add(k - 1, k, W.T @ Q12, aW.T @ a12)
+        add(k, k - 1, Q12.T @ W, a12.T @ aW)
+        add(k, k, Q22, np.abs(Q22))
+    Wl = Ws[-1]
+    add(l, l, Wl.T @ Wl, np.abs(Wl).T @ np.abs(Wl))
+    nb = l + 1
+    grid = [[None] * nb for _ in range(nb)]
+    grid_abs = [[None] * nb for _ in range(nb)]
+    for i in range(nb):
+        grid[i][i] = sp.csr_matrix((dims[i], dims[i]))
+        grid_abs[i][i] = sp.csr_matrix((dims[i], dims[i]))
+    for (i, j), (X, Xa) in blocks.items():
+        grid[i][j], grid_abs[i][j] = sp.csr_matrix(X), sp.csr_matrix(Xa)
+    M = sp.bmat(grid, format="csr")
+    Mabs = sp.bmat(grid_abs, format="csr")
+    inner = max(max(W.shape) for W in Ws)
+    return _finish(M, Mabs, dims[0], Ws[0], inner, t0)
+
+
 def _finish(M, Mabs, n0, W0, inner, t0, extra=None) -> CheckResult:
     """Smallest ρ with M0 − ρ E_0 ⪯ 0 (ρ on the first n0 coordinates), then the rounding proof."""
     n = M.shape[0]
+    sparse = sp.issparse(M)
     if n == n0:  # no hidden layer: M = W^T W − ρ I
-        rho_min = float(np.linalg.eigvalsh(M)[-1])
+        rho_min = float(np.linalg.eigvalsh(M.toarray() if sparse else M)[-1])
     else:
         H = M[n0:, n0:]
-        fac = _spd_factor(-H) if np.all(np.isfinite(H)) else None
+        fac = _spd_factor(-H) if np.all(np.isfinite(H.data if sparse else H)) else None
         if fac is None:
             return CheckResult(False, float("inf"), float("inf"), float("nan"),
                                "the hidden-layer block of the LMI is not negative definite for the solver's multipliers",
                                time.perf_counter() - t0)
-        B = M[n0:, :n0]
-        S0 = M[:n0, :n0] + B.T @ _spd_solve(fac, B)  # Schur complement at ρ = 0
+        B = M[n0:, :n0].toarray() if sparse else M[n0:, :n0]
+        M00 = M[:n0, :n0].toarray() if sparse else M[:n0, :n0]
+        S0 = M00 + B.T @ _spd_solve(fac, B)  # Schur complement at ρ = 0
         rho_min = float(sla.eigvalsh(S0, subset_by_index=[n0 - 1, n0 - 1])[0]) if n0 > 1 else float(S0[0, 0])
     rho_min = max(rho_min, 0.0)
-    scale = rho_min if rho_min > 0 else max(float(np.max(np.abs(np.diag(M)))), np.finfo(float).tiny)
+    scale = rho_min if rho_min > 0 else max(float(np.max(np.abs(M.diagonal()))), np.finfo(float).tiny)
     delta = float("nan")
     for step in _STEPS:
         rho = rho_min + step * scale
-        A = -M.copy()
-        A[np.arange(n0), np.arange(n0)] += rho
-        Aabs = Mabs.copy()
-        Aabs[np.arange(n0), np.arange(n0)] += rho
+        if sparse:
+            E0 = sp.diags(np.where(np.arange(n) < n0, rho, 0.0))
+            A, Aabs = (E0 - M).tocsr(), (Mabs + E0).tocsr()
+        else:
+            A = -M.copy()
+            A[np.arange(n0), np.arange(n0)] += rho
+            Aabs = Mabs.copy()
+            Aabs[np.arange(n0), np.arange(n0)] += rho
         ok, delta = psd_proof(A, Aabs, inner, None if extra is None else (lambda d, r=rho: extra(r, d)))
         if ok:
             return CheckResult(True, float(rho), rho_min, delta,

@@ -15,6 +15,7 @@ import lipsdp
 from lipsdp import errors
 from lipsdp.backends import REGISTRY, SolveOptions, get_backend, installed_backends
 from lipsdp.check import check_feedforward
+from lipsdp.formulations import formulation_for
 from lipsdp.constraints import REGISTRY as QC_REGISTRY
 from lipsdp.constraints import QuadraticConstraint, constraint_for, register_constraint
 from lipsdp.ir import Affine, GroupSort, Householder, Network, SlopeRestricted
@@ -368,3 +369,30 @@ def test_banded_factorisation_agrees_with_dense():
             assert fac[0] == "band"
             B = rng.standard_normal((n, 3))
             np.testing.assert_allclose(A @ _spd_solve(fac, B), B, atol=1e-8)
+
+
+def test_sparse_check_agrees_with_dense(monkeypatch):
+    """Above check.SPARSE_ORDER, check_feedforward assembles M in sparse storage and proves it on the
+    band: same ρ_min, same δ margin, same verdict as the dense check, for a solver point and for
+    multipliers that are too small (rejected by both)."""
+    import lipsdp.check as chk
+
+    rng = np.random.default_rng(5)
+    dims = [4] + [30] * 12 + [1]
+    Ws = [rng.standard_normal((b, a)) / np.sqrt(a) for a, b in zip(dims[:-1], dims[1:])]
+    net = lipsdp.from_weights(Ws, activation="relu")
+    form = formulation_for(net, "l2", "neuron")
+    res = get_backend("native").solve(form.problem(), SolveOptions())
+    rec = form.recover(form.problem(), res.theta)
+    dense = form.check(rec)
+    monkeypatch.setattr(chk, "SPARSE_ORDER", 0)
+    sparse = form.check(rec)
+    assert dense.verified and sparse.verified
+    assert sparse.rho_min == pytest.approx(dense.rho_min, rel=1e-12)
+    assert sparse.rho == pytest.approx(dense.rho, rel=1e-12)
+    assert sparse.margin == pytest.approx(dense.margin, rel=1e-9)
+    # multipliers scaled down 100×: the hidden block is no longer negative definite for either
+    small = type(rec)([{k: v / 100 for k, v in d.items()} for d in rec.layers], rec.rho_solver)
+    assert not form.check(small).verified
+    monkeypatch.setattr(chk, "SPARSE_ORDER", 10 ** 9)
+    assert not form.check(small).verified

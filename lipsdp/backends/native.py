@@ -7,13 +7,16 @@ Solves the solver-neutral :class:`~lipsdp.assembly.LMIProblem`
 as the dual-form SDP ``max b^T y, Σ y_i A_i + S = C`` (y = θ, b = −c, A_i = U_i C_i U_i^T,
 C = −F0; the constraints θ_i ≥ 0 form a linear block) with a primal-dual path-following method
 (HKM direction, Mehrotra predictor–corrector; Helmberg, Rendl, Vanderbei, Wolkowicz, SIAM J.
-Optim. 1996; Kojima, Shindoh, Hara 1997; Monteiro 1997).  The Schur complement
+Optim. 1996; Kojima, Shindoh, Hara 1997; Monteiro 1997).  Every term is first split along the
+eigenvectors of its small C_i (rank-one columns u_a with eigenvalue λ_a; identical columns, such
+as the ℓ∞ border column shared by all input multipliers, merged), so F(θ) = F0 + U diag(Hθ) U^T
+with a sparse H (columns × variables).  The Schur complement is then
 
-    M_ij = tr(A_i X A_j S^{-1}) = tr(C_i G^X_ij C_j G^S_ji),   G^X = U^T X U,  G^S = U^T S^{-1} U,
+    M = H^T (G^X ∘ G^S) H,   G^X = U^T X U,  G^S = U^T S^{-1} U   (∘: elementwise product),
 
-is formed from the stacked low-rank factors U (math.md §10): no n×n matrix per multiplier is
-ever built.  U's columns are grouped by the layer blocks they touch, so the products with X and
-S^{-1} are dense GEMMs on (two-block) row ranges.
+formed from the stacked low-rank factors U (math.md §10): no n×n matrix per multiplier is ever
+built.  U's columns are grouped by the layer blocks they touch, so the products with X and S^{-1}
+are dense GEMMs on row ranges (gathers for single-entry columns).
 
 The θ-iterates are kept *strictly feasible* (every step is accepted only after a Cholesky
 factorisation of −F(θ) succeeds), starting from a cheap layer-wise point (nonneg multipliers

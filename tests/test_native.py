@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import lipsdp
 from lipsdp.assembly import LMIProblem
@@ -158,3 +159,43 @@ def test_eclipse_fast_warm_start_is_feasible_and_matches_eclipse_fast():
         return
     fast = float(LipConstEstimator(weights=[torch.tensor(W) for W in Ws]).estimate("ECLipsE_Fast"))
     assert np.sqrt(chk.rho) == pytest.approx(fast, rel=1e-5)
+
+
+def test_rank_one_form_reproduces_operators():
+    """_PreparedLMI splits every term along the eigenvectors of its C and merges identical
+    columns; its operators must equal the brute-force definitions: F(θ), the Schur complement
+    tr(A_v X A_w S^{-1}) and the traces tr(A_v Y), for terms with non-diagonal, diagonal,
+    rank-deficient and shared-column C's and two terms on one variable."""
+    from lipsdp.assembly import LMI, LMIProblem, LMITerm
+    from lipsdp.backends.native import _PreparedLMI
+
+    rng = np.random.default_rng(3)
+    n, nv = 9, 5
+    e = np.eye(n)
+    border = e[:, [8]]
+    terms = [
+        LMITerm(0, sp.csc_matrix(rng.standard_normal((n, 2))), np.array([[1.0, 2.0], [2.0, -3.0]])),
+        LMITerm(1, sp.csc_matrix(np.hstack([e[:, [0]], border])), np.diag([-1.0, 1.0])),  # ℓ∞-type τ
+        LMITerm(2, sp.csc_matrix(np.hstack([e[:, [1]], border])), np.diag([-1.0, 1.0])),  # shares e_8
+        LMITerm(3, sp.csc_matrix(rng.standard_normal((n, 2))), np.ones((2, 2))),  # rank-deficient C
+        LMITerm(3, sp.csc_matrix(e[:, 2:5]), -np.eye(3)),  # a second term of variable 3
+        LMITerm(4, sp.csc_matrix(np.vstack([rng.standard_normal((4, 2)), np.zeros((5, 2))])),
+                np.array([[0.0, 1.0], [1.0, -2.0]])),
+    ]
+    F0 = sp.csr_matrix(np.diag(rng.uniform(-1, 0, n)))
+    lmi = LMI(n, F0, terms, [4, 4, 1])
+    P = _PreparedLMI(lmi, nv)
+    A = [sum(t.U.toarray() @ t.C @ t.U.toarray().T for t in terms if t.var == v) for v in range(nv)]
+    th = rng.standard_normal(nv)
+    np.testing.assert_allclose(P.evaluate(th), F0.toarray() + sum(th[v] * A[v] for v in range(nv)), atol=1e-12)
+    B = rng.standard_normal((n, n))
+    X = B @ B.T + n * np.eye(n)
+    B = rng.standard_normal((n, n))
+    S = B @ B.T + n * np.eye(n)
+    Si = np.linalg.inv(S)
+    M_ref = np.array([[np.trace(A[v] @ X @ A[w] @ Si) for w in range(nv)] for v in range(nv)])
+    np.testing.assert_allclose(P.schur(P.UtYU(X), P.UtYU(Si)), M_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(P.traces(P.UtYU(X)), [np.trace(A[v] @ X) for v in range(nv)], rtol=1e-10)
+    Y = rng.standard_normal((n, n))  # nonsymmetric
+    np.testing.assert_allclose(P.traces_of(Y), [np.trace(A[v] @ Y) for v in range(nv)], rtol=1e-10, atol=1e-12)
+    assert P.R == sum(t.U.shape[1] for t in terms) - 2  # e_8 merged; the rank-deficient C's zero column dropped

@@ -56,7 +56,7 @@ class _Group:
             self.kind = "select"
             self.rows, self.vals = Us.indices.copy(), Us.data.copy()
         elif Us.shape[0] > 64 and Us.nnz < 0.05 * Us.shape[0] * max(Us.shape[1], 1):
-            self.kind = "sparse"  # very sparse, e.g. the ℓ∞ border column next to the input block
+            self.kind = "sparse"  # very sparse columns that are not single entries
             self.Ud, self.UdT = Us, Us.T.tocsr()
         else:
             self.kind = "dense"

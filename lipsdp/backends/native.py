@@ -284,7 +284,8 @@ def _inv_from_chol(L):
 
 
 def layerwise_start(depth, nonneg, obj, feasible, start=None):
-    """A strictly feasible start shared by the interior-point backends, or None.
+    """A strictly feasible start shared by the interior-point backends, or None.  ``depth``: the
+    per-variable depths, or a function returning them (called only when needed).
 
     The formulation's warm start ``start`` (:attr:`LMIProblem.start`) when it is feasible; else
     non-negative multipliers 2·q^depth (depth = distance of the term's own block from the last
@@ -294,6 +295,8 @@ def layerwise_start(depth, nonneg, obj, feasible, start=None):
     """
     if start is not None and feasible(np.asarray(start, dtype=float)):
         return np.asarray(start, dtype=float).copy()
+    if callable(depth):  # computed only when the warm start is missing or infeasible
+        depth = depth()
     for q in (1.0, 1.5, 2.0, 4.0, 8.0):
         with np.errstate(over="ignore"):
             th = np.where(nonneg, 2.0 * q ** depth, 0.0)
@@ -327,7 +330,31 @@ class NativeBackend(Backend):
 
     # ------------------------------------------------------------------------------------------
     def _start(self, problem, lmis):
-        """A strictly feasible θ: nonneg multipliers geometric in the depth, objective vars raised."""
+        """A strictly feasible θ: the formulation's warm start, else nonneg multipliers geometric
+        in the depth and the objective variables raised (layerwise_start)."""
+        obj = (problem.c > 0) & problem.nonneg
+
+        def feasible(th):
+            return all(_chol(-P.evaluate(th)) is not None for P in lmis)
+
+        th = layerwise_start(lambda: self._depths(problem, lmis), problem.nonneg, obj, feasible, problem.start)
+        if th is not None:
+            return th
+        if getattr(problem, "source", None) is not None:
+            raise SolverError(
+                "native solver: no strictly feasible start for a chordally decomposed problem (its separator "
+                "variables would need one); expected the monolithic LMI — use decompose=False (the native solver "
+                "exploits the monolithic structure itself) or solver='clarabel' / 'scs' with decompose=True"
+            )
+        raise SolverError(
+            "native solver: could not find a strictly feasible starting point (tried layer-wise multipliers "
+            "and raising the objective variables); expected a LipSDP-type problem whose objective variables "
+            "make the LMI negative definite when large; try solver='cvxopt'"
+        )
+
+    @staticmethod
+    def _depths(problem, lmis):
+        """Per variable: distance of its term's own block from the last block (layerwise_start)."""
         nv = problem.n_vars
         depth = np.zeros(nv)
         for P, lmi in zip(lmis, problem.lmis):
@@ -343,24 +370,7 @@ class NativeBackend(Backend):
                     b = int(np.argmin(per_block)) if per_block.min() < 0 else \
                         int(np.searchsorted(bstart, t.U.indices.max(), side="right") - 1)
                     depth[t.var] = max(depth[t.var], nb - 1 - b)
-        obj = (problem.c > 0) & problem.nonneg
-        def feasible(th):
-            return all(_chol(-P.evaluate(th)) is not None for P in lmis)
-
-        th = layerwise_start(depth, problem.nonneg, obj, feasible, problem.start)
-        if th is not None:
-            return th
-        if getattr(problem, "source", None) is not None:
-            raise SolverError(
-                "native solver: no strictly feasible start for a chordally decomposed problem (its separator "
-                "variables would need one); expected the monolithic LMI — use decompose=False (the native solver "
-                "exploits the monolithic structure itself) or solver='clarabel' / 'scs' with decompose=True"
-            )
-        raise SolverError(
-            "native solver: could not find a strictly feasible starting point (tried layer-wise multipliers "
-            "and raising the objective variables); expected a LipSDP-type problem whose objective variables "
-            "make the LMI negative definite when large; try solver='cvxopt'"
-        )
+        return depth
 
     @staticmethod
     def _split_free(problem, eps):

@@ -66,14 +66,11 @@ class SlopeRestrictedQC(QuadraticConstraint):
         if self.variant == "layer":
             C = np.block([[np.diag(-2 * a * b), np.diag(a + b)], [np.diag(a + b), -2 * np.eye(n)]])
             return [Term("lambda", 0, sp.identity(2 * n, format="csc"), C)]
-        # G_j = [e_j, 0; 0, e_j] (2n × 2), built in CSC form directly (500 COO conversions took
-        # most of the 784-100×5-10 problem build)
-        ones, indptr = np.ones(2), np.array([0, 1, 2])
         return [
             Term(
                 "lambda",
                 j,
-                sp.csc_matrix((ones, np.array([j, j + n]), indptr), shape=(2 * n, 2)),
+                self._pair(np.array([j]), np.array([0]), np.array([1.0]), 1),
                 np.array([[-2 * a[j] * b[j], a[j] + b[j]], [a[j] + b[j], -2.0]]),
             )
             for j in range(n)

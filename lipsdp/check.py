@@ -236,33 +236,32 @@ def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
         L_k = [W_{k−1} E_{k−1}; E_k].
     """
     t0 = time.perf_counter()
-    l = len(qcs)
     dims = [W.shape[1] for W in Ws]  # n_0 .. n_l
     off = np.concatenate([[0], np.cumsum(dims)])
     n = int(off[-1])
+    inner = max(max(W.shape) for W in Ws)
     frees = [qc.free_basis() for qc in qcs]
     if n > SPARSE_ORDER and all(B is None for B in frees):
-        return _check_feedforward_sparse(Ws, qcs, values, dims, t0)
+        # deep block-tridiagonal LMIs: the same blocks in sparse storage, proved on the band
+        acc: dict = {}
+        for i, j, X, Xa in _feedforward_blocks(Ws, qcs, values):
+            if (i, j) in acc:
+                acc[(i, j)][0] += X
+                acc[(i, j)][1] += Xa
+            else:
+                acc[(i, j)] = [np.array(X, dtype=float), np.array(Xa, dtype=float)]
+        nb = len(dims)
+        grid = [[sp.csr_matrix((dims[i], dims[i])) if i == j else None for j in range(nb)] for i in range(nb)]
+        grid_abs = [row.copy() for row in grid]
+        for (i, j), (X, Xa) in acc.items():
+            grid[i][j], grid_abs[i][j] = sp.csr_matrix(X), sp.csr_matrix(Xa)
+        return _finish(sp.bmat(grid, format="csr"), sp.bmat(grid_abs, format="csr"), dims[0], Ws[0], inner, t0)
     M = np.zeros((n, n))
     Mabs = np.zeros((n, n))
-    inner = max(max(W.shape) for W in Ws)
-    for k in range(1, l + 1):
-        W = Ws[k - 1]
-        Q11, Q12, Q22 = qcs[k - 1].blocks(values[k - 1])
-        i, j = slice(off[k - 1], off[k]), slice(off[k], off[k + 1])
-        M[i, i] += W.T @ Q11 @ W
-        M[i, j] += W.T @ Q12
-        M[j, i] += Q12.T @ W
-        M[j, j] += Q22
-        aW, a11, a12 = np.abs(W), np.abs(Q11), np.abs(Q12)
-        Mabs[i, i] += aW.T @ a11 @ aW
-        Mabs[i, j] += aW.T @ a12
-        Mabs[j, i] += a12.T @ aW
-        Mabs[j, j] += np.abs(Q22)
-    Wl = Ws[-1]
-    last = slice(off[l], off[l + 1])
-    M[last, last] += Wl.T @ Wl
-    Mabs[last, last] += np.abs(Wl).T @ np.abs(Wl)
+    for i, j, X, Xa in _feedforward_blocks(Ws, qcs, values):
+        bi, bj = slice(off[i], off[i + 1]), slice(off[j], off[j + 1])
+        M[bi, bj] += X
+        Mabs[bi, bj] += Xa
     if any(B is not None for B in frees):
         M, Mabs, inner, extra = on_subspace(M, Mabs, inner, Ws, frees, (np.arange(dims[0]), 1.0))
         return _finish(M, Mabs, dims[0], Ws[0], inner, t0, extra)
@@ -274,41 +273,20 @@ def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
 SPARSE_ORDER = 2000
 
 
-def _check_feedforward_sparse(Ws, qcs, values, dims, t0) -> CheckResult:
-    """check_feedforward's M and |M| assembled block by block in sparse storage (same products,
-    same rounding bound); _finish and psd_proof then work on the band."""
+def _feedforward_blocks(Ws, qcs, values):
+    """The nonzero blocks (i, j, block of M, same assembly in absolute values) of check_feedforward's
+    M = Σ_k L_k^T Q_k L_k + E_l^T W_l^T W_l E_l, in assembly order."""
     l = len(qcs)
-    blocks: dict = {}
-
-    def add(i, j, X, Xa):
-        if (i, j) in blocks:
-            blocks[(i, j)][0] += X
-            blocks[(i, j)][1] += Xa
-        else:
-            blocks[(i, j)] = [np.array(X, dtype=float), np.array(Xa, dtype=float)]
-
     for k in range(1, l + 1):
         W = Ws[k - 1]
         Q11, Q12, Q22 = qcs[k - 1].blocks(values[k - 1])
         aW, a11, a12 = np.abs(W), np.abs(Q11), np.abs(Q12)
-        add(k - 1, k - 1, W.T @ Q11 @ W, aW.T @ a11 @ aW)
-        add(k - 1, k, W.T @ Q12, aW.T @ a12)
-        add(k, k - 1, Q12.T @ W, a12.T @ aW)
-        add(k, k, Q22, np.abs(Q22))
+        yield k - 1, k - 1, W.T @ Q11 @ W, aW.T @ a11 @ aW
+        yield k - 1, k, W.T @ Q12, aW.T @ a12
+        yield k, k - 1, Q12.T @ W, a12.T @ aW
+        yield k, k, Q22, np.abs(Q22)
     Wl = Ws[-1]
-    add(l, l, Wl.T @ Wl, np.abs(Wl).T @ np.abs(Wl))
-    nb = l + 1
-    grid = [[None] * nb for _ in range(nb)]
-    grid_abs = [[None] * nb for _ in range(nb)]
-    for i in range(nb):
-        grid[i][i] = sp.csr_matrix((dims[i], dims[i]))
-        grid_abs[i][i] = sp.csr_matrix((dims[i], dims[i]))
-    for (i, j), (X, Xa) in blocks.items():
-        grid[i][j], grid_abs[i][j] = sp.csr_matrix(X), sp.csr_matrix(Xa)
-    M = sp.bmat(grid, format="csr")
-    Mabs = sp.bmat(grid_abs, format="csr")
-    inner = max(max(W.shape) for W in Ws)
-    return _finish(M, Mabs, dims[0], Ws[0], inner, t0)
+    yield l, l, Wl.T @ Wl, np.abs(Wl).T @ np.abs(Wl)
 
 
 def _finish(M, Mabs, n0, W0, inner, t0, extra=None) -> CheckResult:

@@ -83,9 +83,8 @@ class _Group:
         if self.kind == "select":
             return Y[self.rows, self.rows] * self.vals ** 2
         if self.kind == "sparse":
-            Z = np.asarray(self.UdT @ Y.T).T  # Y @ Ud
-            return np.asarray(self.Ud.multiply(Z).sum(axis=0)).ravel()
-        return np.einsum("pa,pa->a", self.Ud, Y @ self.Ud, optimize=True)
+            return np.asarray(self.Ud.multiply(self.right(Y)).sum(axis=0)).ravel()
+        return np.einsum("pa,pa->a", self.Ud, self.right(Y), optimize=True)
 
     def outer(self, h):
         """Ud diag(h) Ud^T (dense, order hi − lo)."""
@@ -275,10 +274,8 @@ def _inv_from_chol(L):
     from scipy.linalg import lapack
 
     A, info = lapack.dpotri(L, lower=1)
-    if info != 0:  # pragma: no cover - L comes from a successful Cholesky factorisation
-        Li = sla.solve_triangular(L, np.eye(L.shape[0]), lower=True, check_finite=False)
-        A = Li.T @ Li
-        return 0.5 * (A + A.T)
+    if info != 0:  # L comes from a successful Cholesky factorisation: cannot happen
+        raise SolverError(f"native solver: LAPACK potri failed (info {info}) on a Cholesky factor")
     A = np.tril(A)
     return A + np.tril(A, -1).T
 

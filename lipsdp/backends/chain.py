@@ -771,6 +771,7 @@ class ChainBackend(Backend):
         pre = _Precond(homes, nv)
         theta = self._start(problem, chains)
         theta0 = theta.copy()
+        best = (float(c @ theta), theta.copy())  # the anytime answer: the lowest objective so far
         # bounds: θ ≥ 0 on the nonneg multipliers; |θ| ≤ R on the free ones.  The box is not part of
         # the problem: it keeps the barrier bounded where the LMI has a recession direction (MaxMin's
         # γ = −τ adds a PSD rank-one term: the barrier would push them to ±∞, measured 6.5e10 on
@@ -944,9 +945,14 @@ class ChainBackend(Backend):
                 msg = "line search failed (numerical limit)"
                 break
             theta, facs = th_new, fs
+            if float(c @ theta) < best[0]:
+                best = (float(c @ theta), theta.copy())
         if verbose:
             print(f"[chain] {it} Newton steps, {n_hv} Hessian products ({t_cg:.2f}s in CG, {t_pre:.2f}s "
                   f"preconditioner), status {status} {msg}", flush=True)
+        # a centring step at fixed μ may raise the objective: a stopped run returns its best iterate
+        if status != "optimal" and best[0] < float(c @ theta):
+            theta = best[1]
         th = self._safeguard(chains, c, theta, centred, theta0, nn)
         cands = []
         # more central iterates for the caller's check to try (each costs one dense check), only

@@ -49,7 +49,7 @@ rounding test then rejects), with Newton steps solved *matrix-free*: nothing of 
   the last stage took).  Right after a reduction, the decrement gives ν_eff = c^T H^{-1} c / μ²
   (≤ ν, the slope of the central path's objective in μ); stop when ν_eff μ ≤ tol · |c^T θ|
   (tol = max(options.tol, 1e-6)) or ν μ ≤ tol · |c^T θ|, or on ``time_limit`` / ``max_iters``
-  (then the current strictly feasible point, status ``"time_limit"``).
+  (then the best — lowest-objective — strictly feasible iterate so far, status ``"time_limit"``).
 
 **What it reaches (benchmarks/chain_depth.py, one run on 2 shared cores).**  Every operation —
 factor, selected inversion, gradient, Hessian product, preconditioner — is O(depth · w³): on the

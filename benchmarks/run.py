@@ -313,6 +313,18 @@ def _time_of(r, key):
     return p.get(key + "_time") if p.get(key) is not None else None
 
 
+def _commit() -> str:
+    """' · commit abc1234' of the lipsdp checkout being measured, or '' outside a git checkout."""
+    import lipsdp
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(lipsdp.__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f" · commit {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
+
+
 def _cap_text(cap: float | None) -> str:
     return f"{cap:g} s" if cap is not None else f"each case's target ({DEFAULT_LIMIT:g} s; wide {WIDE_LIMIT:g} s)"
 
@@ -412,11 +424,17 @@ def plot(rows, path: Path) -> str | None:
         return "matplotlib is not installed (pip install matplotlib): no plot"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.8))
     for key, name, mk in (("lipsdp", "lipsdp", "o-"), ("eclipse", "ECLipsE", "s--"), ("fast", "ECLipsE-Fast", "^:")):
-        pts = sorted((r["depth"], _time_of(r, key)) for r in rows
+        pts = sorted((r["depth"], _time_of(r, key), (r.get(key) or {}).get("status", "optimal")) for r in rows
                      if r["family"] == "grid" and r.get("depth") and _time_of(r, key))
         if pts:
             p, _ = fit_exponent(rows, key)
-            a1.loglog(*zip(*pts), mk, label=f"{name} (p = {_fmt(p, 3)})")
+            opt = [(d, t) for d, t, st in pts if st == "optimal"]
+            if opt:
+                a1.loglog(*zip(*opt), mk, label=f"{name} (p = {_fmt(p, 3)})")
+            cut = [(d, t) for d, t, st in pts if st != "optimal"]
+            if cut:  # a time-limited run measures the cap, not the cost: hollow, not fitted
+                a1.loglog(*zip(*cut), mk[0], mfc="none", color=a1.lines[-1].get_color() if opt else None,
+                          label=f"{name}: stopped at the cap (checked, not optimal)")
     a1.set_xlabel("depth (ECLipsE grid)")
     a1.set_ylabel("wall time [s]")
     a1.set_title("time vs depth")
@@ -436,6 +454,7 @@ def plot(rows, path: Path) -> str | None:
     for j, (k, v) in enumerate(vals.items()):
         a2.bar(x + (j - 1) * 0.27, v, 0.27, label=k)
     a2.axhline(1.0, color="k", lw=0.8)
+    a2.set_yscale("log")  # the deep grid's ratios reach 1e-11
     a2.set_xticks(x, labels, rotation=75, fontsize=7)
     a2.set_ylabel("bound / product of norms")
     a2.set_title("tightness (lower is better)")
@@ -469,7 +488,7 @@ def main(argv=None):
     head = (f"# lipsdp benchmark{' (quick)' if a.quick else ''}\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')} · lipsdp {lipsdp.__version__} · {platform.processor() or platform.machine()}"
             f" · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · solver {a.solver} · per-case cap {_cap_text(cap)} · "
-            f"total {time.perf_counter() - t0:.0f} s\n\n"
+            f"total {time.perf_counter() - t0:.0f} s{_commit()}\n\n"
             "Times are wall-clock seconds of the call alone (no interpreter start); peak MB is the peak RSS "
             "of the lipsdp worker process (imports included). lipsdp bounds are checked bounds "
             "(lipsdp.check); ratios use them.\n\n")

@@ -98,6 +98,22 @@ def test_several_lmis():
     assert abs(form.bound_from_rho(chk.rho) - 36.48223) <= 1e-5 * 36.48223
 
 
+def test_tolerance_is_relative_to_the_objective():
+    """tol is a *relative* gap: scaling the objective by 1e-9 must not loosen the bound.  (The gap
+    was once divided by max(1, |objective|): this test then gave 49.51; deep contracting nets have
+    normalised objectives of 1e-7 and stopped ≈ 10 % above the optimum — ECLipsE grid depth 20:
+    0.0065 vs 0.005862.)"""
+    net = load(RANDOM)
+    form = formulation_for(net, "l2", "neuron")
+    p = form.problem()
+    scaled = LMIProblem(p.n_vars, 1e-9 * p.c, p.nonneg, p.lmis, p.layout, p.start)
+    res = NativeBackend().solve(scaled, SolveOptions())
+    assert res.status == "optimal"
+    chk = form.check(form.recover(p, res.theta))
+    assert chk.verified
+    assert abs(form.bound_from_rho(chk.rho) - 36.48223) <= 1e-6 * 36.48223  # reference-values.md
+
+
 def test_iterates_strictly_feasible():
     net = load(RANDOM)
     form = formulation_for(net, "l2", "neuron")

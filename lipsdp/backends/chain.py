@@ -51,25 +51,21 @@ rounding test then rejects), with Newton steps solved *matrix-free*: nothing of 
   (tol = max(options.tol, 1e-6)) or ν μ ≤ tol · |c^T θ|, or on ``time_limit`` / ``max_iters``
   (then the best — lowest-objective — strictly feasible iterate so far, status ``"time_limit"``).
 
-**What it reaches (benchmarks/chain_depth.py, one run on 2 shared cores).**  Every operation —
-factor, selected inversion, gradient, Hessian product, preconditioner — is O(depth · w³): on the
-ECLipsE grid (width 80) one Hessian product costs ≈ 0.11 s at depth 100.  The *numbers* of Newton
-steps and CG iterations, however, grow with the depth (depth 5: 89 Newton steps / 634 Hessian
-products; depth 10: 132 / 1 965), so the total time is super-linear (solve time 2.0 / 4.8 / 26 s
-at depth 2 / 5 / 10, fitted exponent 1.6) and the depth-100 target (LipSDP-Neuron optimum in
-≤ 60 s) is NOT reached: at depth 20 / 50 / 100 a 300 / 120 / 120 s budget ends in the first
-centring or early path stages and the anytime bound (checked) is far above the optimum (34.7,
-0.056, 60.8 against ECLipsE-Fast's 0.107, 1.6e-7, 1.4e-9).  Where it finishes it matches the
-native solver's optimum (depth 2 / 5 / 10 grid: within 3e-6) and the golden values.  Most Newton
-steps go to the first centring from the start point and to the stage where the objective is
-still ≈ ν μ above the optimum.  (Those numbers predate the ECLipsE-Fast warm start that
-feedforward formulations now offer through ``LMIProblem.start``, which this solver also uses.
-With it, in a 48 s budget on the same grid: depth 20 / 50 / 100 give 0.006–0.0097 / 1.13e-7 /
-6.7e-10 against native's 0.0158 / 1.81e-7 / 1.54e-9 — so ``solver="auto"`` picks this backend for
-block-tridiagonal LMIs with ≥ 20 blocks and order ≥ 1500; depth 20 reaches the optimum 0.0058623
-in 88 s.  At depth 100 the whole budget still goes to the first centring: equal multipliers per
-layer are far from any central point, the smallest Newton decrement² over μ is ≈ 1.6e4 there.)  (The dense independent check in api.certify alone
-took 38 s at depth 100.)
+**What it reaches.**  Every operation — factor, selected inversion, gradient, Hessian product,
+preconditioner — is O(depth · w³): on the ECLipsE grid (width 80) one Hessian product costs
+≈ 0.11 s at depth 100.  The *numbers* of Newton steps and CG iterations, however, grow with the
+depth (from the generic start, benchmarks/chain_depth.py: depth 5: 89 Newton steps / 634 Hessian
+products; depth 10: 132 / 1 965), so the total time is super-linear.  Most Newton steps go to the
+first centring from the start point — equal multipliers per layer (the ECLipsE-Fast warm start of
+``LMIProblem.start``) are far from any central point, the smallest Newton decrement² over μ is
+≈ 1.6e4 at depth 100 — and to the stage where the objective is still ≈ ν μ above the optimum.
+Where it finishes it matches the native solver's optimum and the golden values.  With the 48 s
+solver budget of ``benchmarks/run.py`` it returns checked, time-limited bounds on the grid at
+depth 20 / 50 / 100 of 0.0062–0.0097 / 0.95–1.13e-7 / 6.7e-10 (optimum at depth 20: 0.0058623,
+reached in 88 s; native's 48 s answers 0.0158 / 1.81e-7 / 1.54e-9; ECLipsE-Fast 0.107 / 1.63e-7 /
+1.38e-9) — so ``solver="auto"`` picks it for block-tridiagonal LMIs with ≥ 20 blocks and order
+≥ 1500 (see benchmarks/results-run.md), but the SDP optimum at depth 100 in a minute is NOT
+reached.
 
 As for every backend, the returned θ is checked independently afterwards (lipsdp.check); a final
 safeguard keeps −F(θ) a rounding-level margin inside the cone (the check's requirement), tested

@@ -494,7 +494,6 @@ class NativeBackend(Backend):
             gap = sum(float(np.sum(X * S)) for X, S in zip(Xs, Ss)) + float(x @ s)
             mu = gap / nu
             pobj = float(c @ theta)
-            dlow = -sum(float(np.sum(P.F0 * X)) for P, X in zip(lmis, Xs))  # tr(Cm X), Cm = −F0
             # relative to the objective itself (SolveOptions.tol is relative): max(1, |obj|) made it
             # absolute below 1, and deep contracting nets have normalised objectives of 1e-7 —
             # ECLipsE grid depth 20 stopped at 0.0065 (optimum 0.005862); now 0.0058631

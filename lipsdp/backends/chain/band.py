@@ -176,7 +176,7 @@ class _Layout:
         self.terms = terms = [t for t in lmi.terms if t.U.shape[1] and np.any(t.C)]
         if not terms:
             return
-        Ubig = sp.hstack([sp.csc_matrix(t.U) for t in terms], format="csc")
+        Ubig = sp.hstack([t.U if sp.isspmatrix_csc(t.U) else sp.csc_matrix(t.U) for t in terms], format="csc")
         Ubig.sort_indices()
         ncol = Ubig.shape[1]
         nnzc = np.diff(Ubig.indptr)

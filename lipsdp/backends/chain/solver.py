@@ -27,8 +27,8 @@ check's rounding test.  One Newton step (:meth:`ChainBackend._solve`, cut into t
 Guarantee: the returned θ is strictly feasible — on a stop, the lowest-objective iterate so far —
 and :meth:`ChainBackend._safeguard` keeps −F(θ) a rounding-level margin inside the cone (the
 independent check's requirement, math.md §9), tested by the block Cholesky after diagonal scaling.
-The caller's check (lipsdp.check) decides whether it is a certificate.  Why these rules (step
-sizes, box, σ adaptation) — the measurements: benchmarks/results-chain.md.
+The caller's check (lipsdp.check) decides whether it is a certificate.  The measurements behind
+the box and the first trial step: benchmarks/results-chain.md.
 """
 
 from __future__ import annotations

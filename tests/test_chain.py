@@ -248,14 +248,14 @@ def test_capabilities_are_data():
     assert ChainBackend.exploits == ("block-tridiagonal",)
 
 
-def test_memory_model_is_the_memory_guards_formula():
-    """memory_doubles is the chain formula of lipsdp.memory (30·Σ b_k² + 10·R·b_max, in doubles),
-    linear in depth."""
-    from lipsdp import memory
-
+def test_memory_model():
+    """memory_doubles is the chain formula of the memory guard (lipsdp/memory.py's table, moved
+    here): 30·Σ_k b_k² + 10·R·b_max doubles, R the number of term columns — linear in depth."""
     for dims in ([5, 12, 3], [4] + [64] * 24 + [1], [784] + [100] * 5 + [10]):
         prob = formulation_for(from_weights(mlp(0, dims)), "l2", "neuron").problem()
-        assert 8.0 * ChainBackend.memory_doubles(prob) == memory.memory_breakdown(prob, "chain", check_order=0)["chain"]
+        b = prob.lmis[0].blocks
+        R = sum(t.U.shape[1] for t in prob.lmis[0].terms)
+        assert ChainBackend.memory_doubles(prob) == 30.0 * sum(k * k for k in b) + 10.0 * R * max(b)
     deep = [formulation_for(from_weights(mlp(0, [8] + [16] * k + [1])), "l2", "neuron").problem() for k in (10, 20)]
     m10, m20 = (ChainBackend.memory_doubles(p) for p in deep)
     assert 1.8 < m20 / m10 < 2.2  # linear in depth

@@ -51,6 +51,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .assembly import LMI, LMIProblem, LMITerm
+from .reductions import Chordal
 
 __all__ = [
     "DecomposedProblem",
@@ -340,6 +341,7 @@ def decompose(problem: LMIProblem) -> LMIProblem:
         sep_slices=sep_slices,
         source=problem,
         lmi_index=lmi_index,
+        rewrites=tuple(problem.rewrites) + (Chordal(problem.n_vars),),
     )
 
 

@@ -133,6 +133,12 @@ class Activation:
         """ℓ2 Lipschitz constant of the activation map itself (for naive bounds)."""
         return 1.0
 
+    @property
+    def lipschitz_inf(self) -> float:
+        """ℓ∞ → ℓ∞ Lipschitz constant of the activation map (for naive ℓ∞ bounds); default from the
+        ℓ2 one: ‖·‖_∞ ≤ ‖·‖_2 ≤ √n ‖·‖_∞."""
+        return float(self.lipschitz) * float(np.sqrt(self.size or 1))
+
 
 # --- slope-restricted, elementwise ---------------------------------------------------------------
 
@@ -264,6 +270,10 @@ class SlopeRestricted(Activation):
     def lipschitz(self) -> float:
         return float(np.max(np.maximum(np.abs(self.alpha), np.abs(self.beta))))
 
+    @property
+    def lipschitz_inf(self) -> float:
+        return self.lipschitz  # elementwise
+
 
 # --- GroupSort / MaxMin ---------------------------------------------------------------------
 
@@ -313,6 +323,10 @@ class GroupSort(Activation):
 
     def describe(self):
         return "maxmin" if self.group_size == 2 else f"groupsort{self.group_size}"
+
+    @property
+    def lipschitz_inf(self) -> float:
+        return 1.0  # sorting is non-expansive in every ℓp
 
 
 def MaxMin(name: str = "", size: int | None = None) -> GroupSort:
@@ -372,6 +386,15 @@ class Householder(Activation):
 
     def with_size(self, n):
         return Householder(self.vectors, self.name, n)
+
+    @property
+    def lipschitz_inf(self) -> float:
+        """Continuous piecewise linear: the max over the pieces {I, I − 2vv^T} of ‖·‖_{∞→∞}."""
+        worst = 1.0
+        for v in self.vectors:
+            R = np.eye(v.size) - 2 * np.outer(v, v)
+            worst = max(worst, float(np.max(np.abs(R).sum(axis=1))))
+        return worst
 
     def forward(self, v):
         g = self.group_size

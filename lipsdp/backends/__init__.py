@@ -24,6 +24,7 @@ __all__ = [
     "get_backend",
     "installed_backends",
     "choose_auto",
+    "candidates",
     "AUTO_RULES",
     "CHAIN_MIN_BLOCKS",
     "CHAIN_MIN_ORDER",
@@ -96,3 +97,17 @@ def choose_auto(problem) -> str:
         if name in avail:
             return name
     raise SolverNotAvailableError("no SDP solver is installed; pip install cvxopt (or scs, clarabel)")
+
+
+#: accurate backends tried in turn after the auto choice fails (no point, or one failing the check)
+AUTO_FALLBACKS = ("native", "sdpa", "scs")
+
+
+def candidates(problem, solver: str = "auto") -> list[Backend]:
+    """The backends to try, in order: for "auto" the auto choice then the installed fallbacks; for
+    a name, that backend alone."""
+    if str(solver).lower() != "auto":
+        return [get_backend(solver)]
+    first = get_backend(choose_auto(problem))
+    avail = installed_backends()
+    return [first] + [get_backend(n) for n in AUTO_FALLBACKS if n != first.name and n in avail]

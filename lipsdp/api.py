@@ -13,7 +13,7 @@ from os import PathLike
 import numpy as np
 
 from . import __version__
-from .backends import SolveOptions, choose_auto, get_backend
+from .backends import SolveOptions, candidates
 from .errors import FormulationError, InvalidNetworkError, LipSDPError, SolverError
 from .formulations import formulation_for
 from .ir import Network
@@ -21,8 +21,6 @@ from .ir import Network
 __all__ = ["certify", "Certificate", "as_network", "CertificationWarning"]
 
 NORMS = ("l2", "linf")
-#: solvers tried in turn after the auto choice fails (no point, or a point that fails the check)
-AUTO_FALLBACKS = ("native", "sdpa", "scs")
 
 
 class CertificationWarning(UserWarning):
@@ -211,11 +209,15 @@ def certify(
         t0 = time.perf_counter()
         problem = form.problem()
         timings["build"] = time.perf_counter() - t0
-        solver_name = choose_auto(problem) if str(solver).lower() == "auto" else str(solver).lower()
-        backend = get_backend(solver_name)
+        # the backends to try in turn (solver="auto": the auto choice, then fallbacks when one returns
+        # no point or an unverifiable one); re-chosen for the decomposed problem if it is split
+        tries = candidates(problem, solver)
         from .chordal import decompose_if
 
-        problem = decompose_if(problem, decompose, backend.name)
+        decomposed = decompose_if(problem, decompose, tries[0])
+        if decomposed is not problem:
+            problem, tries = decomposed, candidates(decomposed, solver)
+        backend = tries[0]
 
         if not form.qcs or form.trivial() is not None:
             from .formulations import Recovered
@@ -227,15 +229,8 @@ def certify(
 
             guard(problem, backend.name, memory_limit, sum(W.shape[1] for W in form.Ws) if hasattr(form, "Ws") else None)
             pb.stage("solve")
-            # with solver="auto", a backend that returns no point or an unverifiable one hands over to
-            # the next accurate solver (CVXOPT fails on P-free NSR problems: singular KKT system)
-            candidates = [backend]
-            if str(solver).lower() == "auto":
-                from .backends import installed_backends
-
-                candidates += [get_backend(n) for n in AUTO_FALLBACKS if n != backend.name and n in installed_backends()]
-            for i, b in enumerate(candidates):
-                last = i == len(candidates) - 1
+            for i, b in enumerate(tries):
+                last = i == len(tries) - 1
                 res = b.solve(problem, options)
                 timings["solve"] += res.seconds
                 status, used = res.status, b.name

@@ -35,12 +35,12 @@ rank ≤ 2 term (x_ab (e_a e_b^T + e_b e_a^T), or x_aa e_a e_a^T).
 
 **When it hurts.**  The separators add Σ_e s_e (s_e + 1)/2 free multipliers (s_e = order of
 separator e): a 784-100×5-10 net gets 4 × 5 050 = 20 200 on top of its 501.  Solvers whose cost
-is dominated by the PSD cone order (Clarabel: ≈ k⁴/4 doubles per cone of order k; SCS: one
-eigendecomposition per cone per iteration) gain a lot; Schur-complement interior-point methods
-(CVXOPT, SDPA, MOSEK: an m × m dense Newton system for m multipliers) pay m² and usually lose
-when the layers are wide.  :func:`should_decompose` encodes that choice (measurements in its
-docstring).  For a wide separator (s = 1 024 gives 524 800 variables per separator) it is
-never worth it.
+is dominated by the PSD cone order (a dense scaling block of ≈ k⁴/4 doubles per cone of order k,
+or one eigendecomposition per cone per iteration) gain a lot; Schur-complement interior-point
+methods (an m × m dense Newton system for m multipliers) pay m² and usually lose when the layers
+are wide.  Each backend declares which it is (``decomposition_pays``, lipsdp.backends) and
+:func:`should_decompose` reads that declaration (measurements: benchmarks/results-chordal.md).
+For a wide separator (s = 1 024 gives 524 800 variables per separator) it is never worth it.
 """
 
 from __future__ import annotations
@@ -398,7 +398,7 @@ def should_decompose(problem: LMIProblem, backend) -> bool:
     at most half of the LMI order (≥ 3 layer blocks of similar width) and the separator variables
     stay below 200 000.  Schur-complement interior points and lipsdp's structure-exploiting
     solvers are never decomposed automatically: the m² Newton system grows with the Σ s²/2
-    separator variables (benchmarks in the README, "Choosing a solver").
+    separator variables (measurements: benchmarks/results-chordal.md).
     """
     from .backends import backend_class
 

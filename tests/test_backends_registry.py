@@ -230,3 +230,12 @@ def test_registry_module_names_no_removed_constants():
     assert not hasattr(api, "AUTO_FALLBACKS")
     assert not hasattr(chordal, "CONE_BOUND_SOLVERS") and not hasattr(memory, "_SCHUR")
     assert backends.candidates is candidates
+
+
+def test_suggest_solvers_reads_the_registry(no_cvxopt):
+    from lipsdp.backends import suggest_solvers
+
+    text = suggest_solvers(exclude=("native",))
+    assert text.startswith("solver='") and "'native'" not in text and "cvxopt" not in text
+    D = decompose(_problem(LARGER))
+    assert "'native'" not in suggest_solvers(D, limit=10) and "'scs'" in suggest_solvers(D, limit=10)

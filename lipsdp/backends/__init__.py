@@ -40,6 +40,7 @@ __all__ = [
     "installed_backends",
     "choose_auto",
     "candidates",
+    "suggest_solvers",
     "CHAIN_MIN_BLOCKS",
     "CHAIN_MIN_ORDER",
 ]
@@ -190,6 +191,23 @@ def candidates(problem, solver: str = "auto") -> list[Backend]:
     rest = [cls for cls in _auto_order(problem, _installed()) if cls.name != first and cls.accepts(problem)]
     rest.sort(key=lambda c: not c.accurate)  # stable: rank order within each group
     return [get_backend(first)] + [cls() for cls in rest]
+
+
+def suggest_solvers(problem=None, exclude=(), limit: int = 3) -> str:
+    """For messages that suggest another solver: up to ``limit`` installed backends (accepting
+    ``problem`` when given) other than ``exclude``, accurate ones first, as ``"solver='a', 'b'
+    or 'c'"``; ``"another solver"`` when there is none."""
+    skip = {str(e).lower() for e in exclude}
+    try:
+        installed = _installed()
+    except SolverNotAvailableError:
+        installed = []
+    names = [c.name for c in sorted(installed, key=lambda c: not c.accurate)
+             if c.name not in skip and (problem is None or c.accepts(problem))][:limit]
+    if not names:
+        return "another solver"
+    quoted = [f"'{n}'" for n in names]
+    return "solver=" + (quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1])
 
 
 #: compatibility view (read-only, built at import): (auto_max_order, name) of the ranked backends

@@ -13,17 +13,18 @@ and its auto preference).  Everything here reads those declarations; nothing nam
   choice then the other ranked backends that admit and accept the problem (accurate ones first);
   for a name, that backend alone, or an error saying why it cannot and what can.
 
-Adding a backend: a :class:`Backend` subclass in its own file with its declarations, and one
-line ``register_backend(MyBackend)`` (here, or in user code).
+Adding a backend: a :class:`Backend` subclass with its declarations in its own file, and one
+line in :data:`BUILTIN` here (``"myfile:MyBackend"``), or ``register_backend(MyBackend)`` in user
+code.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from lipsdp.errors import SolverError, SolverNotAvailableError
 
 from .base import Backend, ProblemStats, SolveOptions, SolveResult, STATUSES, problem_stats
-from .cvxpy_backends import ClarabelBackend, CVXOPTBackend, MOSEKBackend, SCSBackend, SDPABackend
-from .native import NativeBackend
 from .chain import ChainBackend
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ProblemStats",
     "problem_stats",
     "REGISTRY",
+    "BUILTIN",
     "register_backend",
     "backend_class",
     "get_backend",
@@ -96,8 +98,20 @@ _declare_missing(
     auto_min_blocks=CHAIN_MIN_BLOCKS,
 )
 
-for _cls in (NativeBackend, CVXOPTBackend, SDPABackend, ClarabelBackend, SCSBackend, MOSEKBackend, ChainBackend):
-    register_backend(_cls)
+#: the built-in backends, one line each ("module:Class" under lipsdp.backends), in listing order;
+#: what auto prefers is declared on the classes
+BUILTIN = (
+    "native:NativeBackend",
+    "cvxpy_backends:CVXOPTBackend",
+    "cvxpy_backends:SDPABackend",
+    "cvxpy_backends:ClarabelBackend",
+    "cvxpy_backends:SCSBackend",
+    "cvxpy_backends:MOSEKBackend",
+    "chain:ChainBackend",
+)
+for _entry in BUILTIN:
+    _module, _class = _entry.split(":")
+    register_backend(getattr(importlib.import_module(f"{__name__}.{_module}"), _class))
 
 
 def backend_class(backend) -> type[Backend]:

@@ -13,6 +13,7 @@ two layer blocks, math.md §10).  :class:`LMIProblem` holds exactly that, so any
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -79,6 +80,9 @@ class LMIProblem:
     layout: dict[str, slice]
     start: np.ndarray | None = None
     rewrites: tuple = ()  # the reductions that produced it from the formulation's problem
+    #: True for a chordally decomposed problem (lipsdp.chordal); backends that need the
+    #: monolithic LMI refuse it in their ``accepts``
+    decomposed: ClassVar[bool] = False
 
     def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         return {k: np.asarray(theta[s], dtype=float) for k, s in self.layout.items()}

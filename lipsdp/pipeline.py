@@ -104,9 +104,9 @@ def _solve_and_check(form, problem, opts: CertifyOptions, timings: dict, pb):
     """Each candidate backend in turn until one's point passes the check (the last one's result
     is kept otherwise).  Returns (problem solved, status, backend name, solver bound, check)."""
     first = candidates(problem, opts.solver)[0]
-    problem = decompose_if(problem, opts.decompose, first.name)
+    problem = decompose_if(problem, opts.decompose, first)
     backends = candidates(problem, opts.solver)
-    guard(problem, backends[0].name, opts.memory_limit, form.check_order)
+    guard(problem, backends[0], opts.memory_limit, form.check_order)
     pb.stage("solve")
     options = SolveOptions(tol=opts.tol, time_limit=opts.time_limit, verbose=opts.verbose)
     for i, b in enumerate(backends):

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 from lipsdp.errors import SolverError
 
-from .base import Backend, SolveOptions, SolveResult
+from .base import Backend, SolveOptions, SolveResult, problem_stats
 
 __all__ = ["NativeBackend", "layerwise_start"]
 
@@ -327,8 +327,30 @@ class NativeBackend(Backend):
     name = "native"
     REQUIRED_MODULES = ("numpy", "scipy")
     description = "lipsdp's own interior point: low-rank Schur complement, strictly feasible iterates (anytime)"
+    licence = "MIT"
+    anytime = True
+    accurate = True
+    exploits = ("low-rank terms",)
+    requires = "the monolithic LMI (not chordally decomposed: it exploits the monolithic structure itself)"
+    auto_rank = 1
+
+    @classmethod
+    def accepts(cls, problem) -> bool:
+        return not problem.decomposed
+
+    @classmethod
+    def memory_doubles(cls, problem) -> dict[str, float]:
+        """4·R² + 3·Σ_j n_j² (R = total columns of the U_i: the P, Q, R, H matrices of math.md
+        §10, and the dense S = (−M)^{-1} with its factor); no modelling layer."""
+        s = problem_stats(problem)
+        return {cls.name: 4.0 * float(s.R) ** 2 + 3.0 * s.sum_sq}
 
     def solve(self, problem, options: SolveOptions) -> SolveResult:
+        if not self.accepts(problem):
+            raise SolverError(
+                f"native solver: expected {self.requires}; use decompose=False, or a solver for which the "
+                "chordal split pays (solver='clarabel' / 'scs') with decompose=True"
+            )
         return self._guarded(self._solve, problem, options)
 
     # ------------------------------------------------------------------------------------------
@@ -343,12 +365,6 @@ class NativeBackend(Backend):
         th = layerwise_start(lambda: self._depths(problem, lmis), problem.nonneg, obj, feasible, problem.start)
         if th is not None:
             return th
-        if getattr(problem, "source", None) is not None:
-            raise SolverError(
-                "native solver: no strictly feasible start for a chordally decomposed problem (its separator "
-                "variables would need one); expected the monolithic LMI — use decompose=False (the native solver "
-                "exploits the monolithic structure itself) or solver='clarabel' / 'scs' with decompose=True"
-            )
         raise SolverError(
             "native solver: could not find a strictly feasible starting point (tried layer-wise multipliers "
             "and raising the objective variables); expected a LipSDP-type problem whose objective variables "

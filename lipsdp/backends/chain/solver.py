@@ -166,10 +166,17 @@ class ChainBackend(Backend):
     REQUIRED_MODULES = ("numpy", "scipy")
     description = ("lipsdp's linear-in-depth barrier solver for block-tridiagonal (layer-chain) LMIs: "
                    "selected inversion + Newton-CG, strictly feasible iterates (anytime)")
+    licence = "MIT"
     #: a stopped solve (time or iteration budget) returns a strictly feasible point the check can verify
     anytime = True
+    accurate = True
     #: the structure it exploits (and needs: see :meth:`accepts`)
-    exploits = ("block-tridiagonal",)
+    exploits = ("block-tridiagonal", "low-rank terms")
+    requires = "block-tridiagonal LMIs (a layer chain), not chordally decomposed"
+    #: auto picks it first for deep chains: at least this order and this many coordinate blocks
+    auto_rank = 0
+    auto_min_order = 1500
+    auto_min_blocks = 20
 
     #: μ reduction factor once the Newton decrement is small
     SIGMA = 0.2
@@ -194,22 +201,24 @@ class ChainBackend(Backend):
         the band of ``LMI.blocks``, every term within two adjacent blocks or a diagonal C whose
         columns each are.  Read from the declared structure (block sizes and supports); the
         solver's band is not built."""
-        return all(_Layout(lmi).violation() is None for lmi in problem.lmis)
+        return not problem.decomposed and all(_Layout(lmi).violation() is None for lmi in problem.lmis)
 
     #: the former name of :meth:`accepts` (kept while callers move)
     applies = accepts
 
     @classmethod
-    def memory_doubles(cls, problem) -> float:
+    def memory_doubles(cls, problem) -> dict[str, float]:
         """Peak storage in 8-byte doubles: 30·Σ_k b_k² + 10·R·b_max over the coordinate blocks b_k of
         all LMIs (the band of S, of S^{-1} and their derivatives; the U columns restricted to two
         blocks), R the total number of term columns — linear in depth, no dense n × n matrix.  An
         order-of-magnitude guard (a factor ≈ 2 either way), as in lipsdp.memory."""
-        blocks = [int(b) for lmi in problem.lmis for b in (lmi.blocks or [lmi.size])]
+        from ..base import problem_stats
+
+        s = problem_stats(problem)
+        blocks = [int(b) for b in s.blocks]
         if not blocks:
-            return 0.0
-        R = sum(int(t.U.shape[1]) for lmi in problem.lmis for t in lmi.terms)
-        return 30.0 * float(sum(float(b) ** 2 for b in blocks)) + 10.0 * float(R) * float(max(blocks))
+            return {cls.name: 0.0}
+        return {cls.name: 30.0 * float(sum(float(b) ** 2 for b in blocks)) + 10.0 * float(s.R) * float(max(blocks))}
 
     # --- solve ------------------------------------------------------------------------------------
     def solve(self, problem, options: SolveOptions) -> SolveResult:

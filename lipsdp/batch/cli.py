@@ -29,7 +29,10 @@ def add_arguments(p) -> None:
 
 
 def run_cli(args) -> int:
-    jobs = load_manifest(args.manifest)  # validate before any cluster starts
+    from ..cli import check_writable
+
+    check_writable(args.out, "--out")  # the store and the manifest are checked before any cluster starts
+    jobs = load_manifest(args.manifest)
     if args.cluster_config and not args.cluster:
         raise BatchError("--cluster-config needs --cluster slurm|pbs")
     if args.retries < 0:

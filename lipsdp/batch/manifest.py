@@ -27,10 +27,12 @@ __all__ = ["Job", "expand", "load_manifest", "file_hash", "parse_bytes", "parse_
 
 NORMS = ("l2", "linf")
 METHODS = ("neuron", "layer", "chain")
-FIELDS = ("model", "norm", "method", "solver", "output", "activation", "lower", "time_limit", "memory_limit")
+FIELDS = ("model", "norm", "method", "solver", "output", "activation", "lower", "time_limit", "memory_limit",
+          "model_class", "model_args", "input_shape")
 _LIST_FIELDS = ("model", "norm", "method", "solver", "output", "activation")  # may hold alternatives
 DEFAULTS = {"norm": "l2", "method": "neuron", "solver": "auto", "output": None, "activation": None,
-            "lower": True, "time_limit": None, "memory_limit": None}
+            "lower": True, "time_limit": None, "memory_limit": None,
+            "model_class": None, "model_args": None, "input_shape": None}
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,21 @@ class Job:
     time_limit: float | None = None
     memory_limit: int | None = None
     source: str = ""  # "manifest.yaml:12"
+    model_class: str | None = None  # "/abs/path/file.py:ClassName" or "package.module:ClassName"
+    model_args: str | None = None  # canonical JSON of the constructor arguments
+    input_shape: tuple | None = None
+    model_class_hash: str | None = None  # sha256 of the class's .py file
 
     def params(self) -> dict:
         """The parameters that define the result (limits and paths are not among them)."""
         out = list(self.output) if isinstance(self.output, tuple) else self.output
-        return {"model_hash": self.model_hash, "norm": self.norm, "method": self.method,
-                "solver": self.solver, "output": out, "activation": self.activation, "lower": self.lower}
+        params = {"model_hash": self.model_hash, "norm": self.norm, "method": self.method,
+                  "solver": self.solver, "output": out, "activation": self.activation, "lower": self.lower}
+        if self.model_class is not None:  # jobs without a class keep the keys they always had
+            params.update(model_class=self.model_class.rpartition(":")[2], model_class_hash=self.model_class_hash,
+                          model_args=self.model_args,
+                          input_shape=None if self.input_shape is None else list(self.input_shape))
+        return params
 
     @property
     def key(self) -> str:
@@ -163,6 +174,40 @@ def _parse_activation(value):
     return value or None
 
 
+def _parse_model_class(value, base_dir) -> tuple[str | None, str | None]:
+    """(model_class with an absolute file path, sha256 of that file or None for a module)."""
+    if value is None or value == "":
+        return None, None
+    where, sep, name = str(value).rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not where or not name.isidentifier():
+        raise ValueError(f"model_class must be path/to/file.py:ClassName or package.module:ClassName, got {value!r}")
+    if not where.endswith(".py"):
+        return value, None
+    file = os.path.abspath(os.path.join(base_dir, os.path.expanduser(where)))
+    if not os.path.isfile(file):
+        raise ValueError(f"model_class file {where!r} does not exist (looked for {file})")
+    return f"{file}:{name}", file_hash(file)
+
+
+def _parse_model_args(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError(f"model_args must be a JSON object or list, got {value!r}") from None
+    if not isinstance(value, (dict, list)):
+        raise ValueError(f"model_args must be a mapping (keyword arguments) or a list, got {value!r}")
+    return json.dumps(value, sort_keys=True)
+
+
+def _parse_input_shape(value) -> tuple | None:
+    from ..io import parse_input_shape
+
+    return parse_input_shape(value)
+
+
 def _choice(value, field_name, valid):
     if not isinstance(value, str) or value.lower() not in valid:
         raise ValueError(f"unknown {field_name} {value!r}; valid: {', '.join(valid)}")
@@ -226,6 +271,11 @@ def _row_choices(row: dict, base_dir, solvers) -> tuple[list[str], dict, dict]:
     }
     single = {"lower": _parse_lower(vals["lower"]), "time_limit": parse_seconds(vals["time_limit"]),
               "memory_limit": parse_bytes(vals["memory_limit"])}
+    single["model_class"], single["model_class_hash"] = _parse_model_class(vals["model_class"], base_dir)
+    single["model_args"] = _parse_model_args(vals["model_args"])
+    single["input_shape"] = _parse_input_shape(vals["input_shape"])
+    if single["model_class"] is None and (single["model_args"] or single["input_shape"]):
+        raise ValueError("model_args and input_shape need model_class (path/to/file.py:ClassName)")
     return files, choices, single
 
 

@@ -43,7 +43,8 @@ def run(jobs, client=None, store="lipsdp-results.sqlite", workers=None, retries=
         list of dicts with the manifest fields.
     client: a ``distributed.Client``; None builds :func:`local_cluster` (``workers`` processes)
         and closes it at the end.
-    store: the SQLite results file (created if missing).
+    store: the SQLite results file (created if missing); its folder must exist and be writable,
+        which is checked before anything runs.
     retries: how many times a job is resubmitted after its worker was lost (killed, crashed,
         disconnected).  Failures of the job itself (load error, time or memory limit, solver
         error) are deterministic and stored as failed rows at once.
@@ -56,6 +57,9 @@ def run(jobs, client=None, store="lipsdp-results.sqlite", workers=None, retries=
     Ctrl-C (KeyboardInterrupt) cancels the outstanding jobs, closes the cluster it built and
     re-raises; every row already committed is complete, no row is partial.
     """
+    from ..cli import check_writable
+
+    check_writable(store, "results store")
     jobs = _as_jobs(jobs)
     st = Store(store)
     try:

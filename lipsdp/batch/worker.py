@@ -67,9 +67,14 @@ def _certify_spec(spec: dict) -> dict:
 
     if file_hash(spec["model"]) != spec["model_hash"]:
         raise ModelLoadError(f"{spec['model']}: the file changed since the manifest was read (hash differs)")
+    model = spec["model"]
+    if spec.get("model_class"):
+        from ..io import load_with_class
+
+        model = load_with_class(model, spec["model_class"], spec.get("model_args"), spec.get("input_shape"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CertificationWarning)
-        cert = certify(spec["model"], norm=spec["norm"], method=spec["method"], solver=spec["solver"],
+        cert = certify(model, norm=spec["norm"], method=spec["method"], solver=spec["solver"],
                        output=spec["output"], lower=spec["lower"], activation=spec["activation"])
     return {"status": "ok" if cert.verified else "unverified", "error_type": None,
             "error": None if cert.verified else f"bound not verified: {cert.message}",

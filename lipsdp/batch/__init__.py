@@ -44,7 +44,12 @@ layer | chain; default neuron), ``solver`` (auto or a backend name; default auto
 (default null = all outputs), ``activation`` (default: the file's, else relu), ``lower`` (also
 compute the sampled lower bound; default true), ``time_limit`` (wall clock of the job, which is
 killed when it runs out; default none), ``memory_limit`` (address-space limit, RLIMIT_AS, of the
-job's process; default none).  Every row is checked before anything runs; all bad rows are
+job's process; default none), ``model_class`` (for a state-dict checkpoint: the torch class
+``path/to/file.py:ClassName``, relative to the manifest's folder, or ``package.module:ClassName``;
+this imports and runs that code, while the checkpoint is loaded with ``weights_only=True``),
+``model_args`` (its constructor arguments, a mapping or list; JSON in a CSV cell) and
+``input_shape`` (e.g. ``[1, 28, 28]``; ``1,28,28`` in a CSV cell).  ``.onnx`` models are read
+as :func:`lipsdp.load` reads them.  Every row is checked before anything runs; all bad rows are
 reported at once as ``FILE:LINE: what is wrong`` (:class:`ManifestError`).  A glob that matches
 nothing and a missing file are manifest errors; a file that exists but cannot be read as a model
 becomes a failed result row.

@@ -195,7 +195,8 @@ def _squeeze(inputs, attrs):
 def _unsqueeze(inputs, attrs):
     t = inputs[0]
     full = list((1,) + t.shape)
-    axes = sorted(a % (len(full) + len(_axes(inputs, attrs))) for a in _axes(inputs, attrs))
+    given = _axes(inputs, attrs) or []
+    axes = sorted(a % (len(full) + len(given)) for a in given)
     if 0 in axes:
         raise _Unsupported("Unsqueeze(axes=[0, ...]) moves the batch dimension")
     for a in axes:
@@ -447,7 +448,12 @@ def load_onnx(path) -> Network:
     issues, dead = [], set()
     for i, node in enumerate(graph.node):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if any(x in dead or x not in env for x in node.input):
+        if any(x in dead for x in node.input):
+            dead.update(node.output)
+            continue
+        unknown = [x for x in node.input if x not in env]
+        if unknown:
+            issues.append(f"{_node_label(node, i)}: input(s) {unknown} are produced by no earlier node")
             dead.update(node.output)
             continue
         values = [env[x] for x in node.input]

@@ -147,3 +147,55 @@ def test_cli_certifies_onnx(tmp_path, capsys):
     assert cert["verified"]
     assert cert["bound"] == pytest.approx(lipsdp.certify(mlp(), input_shape=(6,), solver="clarabel", lower=False).bound,
                                           rel=1e-6)
+
+
+def _graph(nodes, inits, shape, out_dim, opset=17):
+    """A hand-built ONNX model: input 'x' of shape (1, *shape), output 'y'."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1,) + tuple(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v, dtype=np.int64 if np.asarray(v).dtype.kind in "iu" else np.float32), k)
+         for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_hand_built_graph_ops_match_the_reference(tmp_path):
+    """Ops torch.onnx does not emit for the modules above: constant-minus-input, Mul by a
+    constant on the left, Gemm with alpha/beta and transB=0, MatMul then Add, Unsqueeze/Squeeze
+    with axes as inputs, Elu, constant-valued Pad."""
+    from onnx import helper
+
+    rng = np.random.default_rng(3)
+    n = helper.make_node
+    nodes = [
+        n("Sub", ["c", "x"], ["a"]), n("Mul", ["m", "a"], ["b"]),
+        n("Gemm", ["b", "B", "C"], ["g"], alpha=0.5, beta=2.0, transB=0),
+        n("Elu", ["g"], ["e"], alpha=0.7),
+        n("Unsqueeze", ["e", "ax"], ["u"]), n("Pad", ["u", "pads", "pv"], ["p"]),
+        n("Squeeze", ["p", "ax"], ["s"]),
+        n("MatMul", ["s", "M"], ["mm"]), n("Add", ["mm", "bias"], ["y0"]), n("LeakyRelu", ["y0"], ["l"], alpha=0.2),
+        n("Gemm", ["l", "W"], ["y"], transB=1),
+    ]
+    inits = {"c": rng.standard_normal(4), "m": rng.standard_normal((1, 4)), "B": rng.standard_normal((4, 5)),
+             "C": rng.standard_normal(5), "ax": np.array([1]), "pads": np.array([0, 0, 1, 0, 0, 2]),
+             "pv": np.array(0.3), "M": rng.standard_normal((8, 3)), "bias": rng.standard_normal(3),
+             "W": rng.standard_normal((2, 3))}
+    onnx.save(_graph(nodes, inits, (4,), 2), str(tmp_path / "hand.onnx"))
+    assert_same_function(load_onnx(tmp_path / "hand.onnx"), tmp_path / "hand.onnx", (4,))
+
+
+def test_graph_errors_are_one_clear_message(tmp_path):
+    from onnx import helper
+
+    n = helper.make_node
+    model = _graph([n("Relu", ["x"], ["r"]), n("Softmax", ["r"], ["s"]), n("Gemm", ["s", "W"], ["y"], transB=1)],
+                   {"W": np.ones((2, 3))}, (3,), 2)
+    onnx.save(model, str(tmp_path / "soft.onnx"))
+    with pytest.raises(UnsupportedLayerError, match=r"1 ONNX node\(s\) cannot be read: node 1 \(Softmax\): op Softmax"):
+        load_onnx(tmp_path / "soft.onnx")
+    model = _graph([n("Relu", ["x"], ["r"]), n("Gemm", ["r", "nothere"], ["y"], transB=1)], {}, (3,), 2)
+    onnx.save(model, str(tmp_path / "dangling.onnx"))
+    with pytest.raises(UnsupportedLayerError, match=r"\['nothere'\] are produced by no earlier node"):
+        load_onnx(tmp_path / "dangling.onnx")

@@ -21,6 +21,7 @@ import warnings
 from importlib import resources
 
 from . import __version__
+from .options import NORMS, parse_output
 from .errors import LipSDPError
 
 __all__ = ["main", "SUBCOMMANDS", "write_atomic", "check_writable"]
@@ -66,20 +67,11 @@ def demo_path() -> str:
 
 
 def _parse_output(text):
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return [float(t) for t in text.split(",")]
-    except ValueError:
-        raise LipSDPError(f"--output must be a logit index (e.g. 8) or a comma-separated vector c, got {text!r}") from None
+    return parse_output(text)  # lipsdp.options: the one output parser (index, JSON or comma vector)
 
 
 def _add_certify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--norm", default="l2", choices=["l2", "linf"], help="input/output norm (default l2)")
+    p.add_argument("--norm", default="l2", choices=list(NORMS), help="input/output norm (default l2)")
     p.add_argument("--method", default="neuron", help="neuron (default), layer or chain")
     p.add_argument("--solver", default="auto", help="auto (default) or a backend name (see `lipsdp solvers`)")
     p.add_argument("--output", default=None, help="one logit index, or a comma-separated vector c (margin c^T f)")

@@ -20,12 +20,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..options import NORMS, parse_output
 from .base import ManifestError, need
 
 __all__ = ["Job", "expand", "load_manifest", "file_hash", "parse_bytes", "parse_seconds",
            "NORMS", "METHODS", "FIELDS", "DEFAULTS"]
 
-NORMS = ("l2", "linf")
 METHODS = ("neuron", "layer", "chain")
 FIELDS = ("model", "norm", "method", "solver", "output", "activation", "lower", "time_limit", "memory_limit",
           "model_class", "model_args", "input_shape")
@@ -137,27 +137,8 @@ def parse_seconds(value) -> float | None:
     return s
 
 
-def _parse_output(value):
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all", "none", "null")):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"output must be null, a logit index or a vector c, got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"output index must be >= 0, got {value}")
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"\d+", text):
-            return int(text)
-        try:
-            value = json.loads(text)
-        except ValueError:
-            raise ValueError(f"output must be empty/all, a logit index or a JSON vector like [1,-1,0], got {text!r}") from None
-        return _parse_output(value)
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        return tuple(float(v) for v in value)
-    raise ValueError(f"output must be null, a logit index or a non-empty vector c of numbers, got {value!r}")
+#: the one output parser (lipsdp.options); its FormulationError is a ValueError like the others here
+_parse_output = parse_output
 
 
 def _parse_lower(value) -> bool:

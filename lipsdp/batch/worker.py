@@ -29,8 +29,15 @@ from ..errors import LipSDPError
 from .base import now
 from .manifest import file_hash
 
-_PRELOAD = ("lipsdp.api", "lipsdp.io", "lipsdp.lower", "lipsdp.formulations", "lipsdp.backends",
-            "cvxpy", "cvxopt", "scs", "clarabel")
+_PRELOAD = ("lipsdp.api", "lipsdp.io", "lipsdp.lower", "lipsdp.formulations", "lipsdp.backends")
+
+
+def _preload_modules() -> tuple[str, ...]:
+    """lipsdp's own modules, then what every installed backend imports (from its declaration)."""
+    from ..backends import REGISTRY, installed_backends
+
+    solver_mods = [m for name in installed_backends() for m in REGISTRY[name].REQUIRED_MODULES]
+    return _PRELOAD + tuple(dict.fromkeys(solver_mods))
 
 
 def _die_with_parent():  # runs in the child between fork and exec
@@ -165,7 +172,7 @@ def _zygote_main() -> None:
 
     It exits, killing its running job, when its stdin closes (the worker died or shut down).
     """
-    for mod in _PRELOAD:
+    for mod in _preload_modules():
         try:
             __import__(mod)
         except Exception:

@@ -75,7 +75,7 @@ def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="neuron", help="neuron (default), layer or chain")
     p.add_argument("--solver", default="auto", help="auto (default) or a backend name (see `lipsdp solvers`)")
     p.add_argument("--output", default=None, help="one logit index, or a comma-separated vector c (margin c^T f)")
-    p.add_argument("--activation", default="relu", help="hidden activation for bare weight files (default relu)")
+    p.add_argument("--activation", default=None, help="hidden activation for bare weight files (default: the file's own, else relu)")
     p.add_argument("--no-lower", action="store_true", help="skip the sampled lower bound")
     p.add_argument("--time-limit", type=float, default=None, help="solver time limit in seconds")
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")

@@ -75,3 +75,12 @@ def test_linf_all_outputs_is_one_formulation_with_parts():
     per = [lipsdp.certify(net, norm="linf", output=k, solver="native", lower=False).bound for k in range(3)]
     assert cert.verified and cert.bound == pytest.approx(max(per), rel=1e-6)
     assert cert.per_output == pytest.approx(per, rel=1e-6)
+
+
+def test_loading_options_raise_where_they_do_not_apply():
+    net = lipsdp.load(str(ROOT / "data" / "demo_digits.npz"))
+    for kw in ({"input_shape": (64,)}, {"activation": "tanh"}, {"allow_pickle": True}):
+        with pytest.raises(lipsdp.errors.FormulationError, match="does not apply"):
+            lipsdp.certify(net, lower=False, **kw)
+    with pytest.raises(lipsdp.errors.FormulationError, match="does not apply"):
+        lipsdp.certify([np.eye(2), np.eye(2)], input_shape=(2,))

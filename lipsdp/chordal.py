@@ -232,6 +232,20 @@ def _local_csc(rows_local: np.ndarray, n_cols: int, U: sp.csc_matrix, size: int)
     return sp.csc_matrix((U.data.copy(), rows_local[U.indices], U.indptr.copy()), shape=(size, n_cols))
 
 
+@dataclass
+class _Accumulator:
+    """What :func:`decompose` collects LMI by LMI: the clique LMIs and the separator variables."""
+
+    n_vars: int
+    layout: dict
+    lmis: list = field(default_factory=list)
+    lmi_index: list = field(default_factory=list)
+    cliques: list = field(default_factory=list)
+    tree: list = field(default_factory=list)
+    separators: list = field(default_factory=list)
+    sep_slices: list = field(default_factory=list)
+
+
 def decompose(problem: LMIProblem) -> LMIProblem:
     """The exactly equivalent problem with one LMI per clique (see the module docstring).
 
@@ -239,110 +253,133 @@ def decompose(problem: LMIProblem) -> LMIProblem:
     pattern, or a network without hidden layers).  Otherwise a :class:`DecomposedProblem`
     with the same optimal value whose first ``problem.n_vars`` variables are the original θ.
     """
-    plans = []
-    for lmi in problem.lmis:
-        off = _offsets(lmi)
-        if off is None:
-            plans.append(None)
-            continue
-        p, edges, supports = block_graph(lmi)
-        cliques, tree = chordal_cliques(p, edges)
-        plans.append(None if len(cliques) < 2 else (off, cliques, tree, supports))
+    plans = [_plan_cliques(lmi) for lmi in problem.lmis]
     if all(pl is None for pl in plans):
         return problem
-
-    n_vars = problem.n_vars
-    new_lmis: list[LMI] = []
-    lmi_index: list[int] = []
-    all_cliques, all_tree, all_seps, sep_slices = [], [], [], []
-    layout = dict(problem.layout)
+    acc = _Accumulator(n_vars=problem.n_vars, layout=dict(problem.layout))
     for li, (lmi, plan) in enumerate(zip(problem.lmis, plans)):
         if plan is None:
-            new_lmis.append(lmi)
-            lmi_index.append(li)
-            all_cliques.append(None)
+            acc.lmis.append(lmi)
+            acc.lmi_index.append(li)
+            acc.cliques.append(None)
             continue
-        off, cliques, tree, supports = plan
-        base = len(new_lmis)
-        # local coordinates of every clique
-        local_maps, sizes = [], []
-        for cq in cliques:
-            m = np.full(lmi.size, -1, dtype=np.int64)
-            pos = 0
-            for b in cq:
-                m[off[b]:off[b + 1]] = np.arange(pos, pos + off[b + 1] - off[b])
-                pos += off[b + 1] - off[b]
-            local_maps.append(m)
-            sizes.append(pos)
-        cl_sets = [set(c) for c in cliques]
+        _split_lmi(acc, li, lmi, plan)
+    return _assemble(problem, acc)
 
-        def home(support) -> int:
-            s = set(support)
-            for j, c in enumerate(cl_sets):
-                if s <= c:
-                    return j
-            raise AssertionError(f"block support {sorted(s)} lies in no clique")  # chordal extension covers it
 
-        terms = [[] for _ in cliques]
-        for t, sup in zip(lmi.terms, supports):
-            if not sup:
-                continue
-            j = home(sup)
-            terms[j].append(LMITerm(t.var, _local_csc(local_maps[j], t.U.shape[1], t.U, sizes[j]), np.asarray(t.C)))
-        f0 = [([], [], []) for _ in cliques]
-        for (a, b), (r, c, v) in _f0_block_pairs(lmi, off).items():
-            j = home((a, b))
-            f0[j][0].append(local_maps[j][r])
-            f0[j][1].append(local_maps[j][c])
-            f0[j][2].append(v)
-        # separators: X_e on the blocks shared by tree edge e = (a, b): +X in a, −X in b
-        for e, (a, b) in enumerate(tree):
-            sep_blocks = sorted(cl_sets[a] & cl_sets[b])
-            coords = np.concatenate([np.arange(off[k], off[k + 1]) for k in sep_blocks])
-            s = len(coords)
-            start = n_vars
-            for j, sign in ((a, 1.0), (b, -1.0)):
-                rloc = local_maps[j][coords]
-                var = start
-                C_off = np.array([[0.0, sign], [sign, 0.0]])
-                C_diag = np.array([[sign]])
-                for i in range(s):
-                    # diagonal entry x_ii e_i e_i^T
-                    terms[j].append(LMITerm(var, sp.csc_matrix((np.ones(1), np.array([rloc[i]]), np.array([0, 1])),
-                                                               shape=(sizes[j], 1)), C_diag))
+def _plan_cliques(lmi: LMI):
+    """(block offsets, cliques, clique tree, term supports) of an LMI that splits, else None."""
+    off = _offsets(lmi)
+    if off is None:
+        return None
+    p, edges, supports = block_graph(lmi)
+    cliques, tree = chordal_cliques(p, edges)
+    return None if len(cliques) < 2 else (off, cliques, tree, supports)
+
+
+def _clique_coordinates(size: int, off: np.ndarray, cliques) -> tuple[list[np.ndarray], list[int]]:
+    """Per clique: the map from LMI rows to the clique's local rows (−1 outside), and its order."""
+    local_maps, sizes = [], []
+    for cq in cliques:
+        m = np.full(size, -1, dtype=np.int64)
+        pos = 0
+        for b in cq:
+            m[off[b]:off[b + 1]] = np.arange(pos, pos + off[b + 1] - off[b])
+            pos += off[b + 1] - off[b]
+        local_maps.append(m)
+        sizes.append(pos)
+    return local_maps, sizes
+
+
+def _assign_terms(lmi: LMI, off, cliques, supports, local_maps, sizes):
+    """Each term, and each F0 block pair, given to the first clique containing its block support."""
+    cl_sets = [set(c) for c in cliques]
+
+    def home(support) -> int:
+        s = set(support)
+        for j, c in enumerate(cl_sets):
+            if s <= c:
+                return j
+        raise AssertionError(f"block support {sorted(s)} lies in no clique")  # chordal extension covers it
+
+    terms = [[] for _ in cliques]
+    for t, sup in zip(lmi.terms, supports):
+        if not sup:
+            continue
+        j = home(sup)
+        terms[j].append(LMITerm(t.var, _local_csc(local_maps[j], t.U.shape[1], t.U, sizes[j]), np.asarray(t.C)))
+    f0 = [([], [], []) for _ in cliques]
+    for (a, b), (r, c, v) in _f0_block_pairs(lmi, off).items():
+        j = home((a, b))
+        f0[j][0].append(local_maps[j][r])
+        f0[j][1].append(local_maps[j][c])
+        f0[j][2].append(v)
+    return terms, f0
+
+
+def _separator_terms(acc: _Accumulator, li: int, off, cliques, tree, base: int, terms, local_maps, sizes) -> None:
+    """A free symmetric X_e per tree edge e = (a, b) on the shared blocks: +X_e in a, −X_e in b."""
+    cl_sets = [set(c) for c in cliques]
+    for e, (a, b) in enumerate(tree):
+        sep_blocks = sorted(cl_sets[a] & cl_sets[b])
+        coords = np.concatenate([np.arange(off[k], off[k + 1]) for k in sep_blocks])
+        s = len(coords)
+        start = acc.n_vars
+        for j, sign in ((a, 1.0), (b, -1.0)):
+            rloc = local_maps[j][coords]
+            var = start
+            C_off = np.array([[0.0, sign], [sign, 0.0]])
+            C_diag = np.array([[sign]])
+            for i in range(s):
+                # diagonal entry x_ii e_i e_i^T
+                terms[j].append(LMITerm(var, sp.csc_matrix((np.ones(1), np.array([rloc[i]]), np.array([0, 1])),
+                                                           shape=(sizes[j], 1)), C_diag))
+                var += 1
+                for k2 in range(i + 1, s):
+                    ri, rk = rloc[i], rloc[k2]
+                    U = sp.csc_matrix((np.ones(2), np.array([ri, rk]), np.array([0, 1, 2])), shape=(sizes[j], 2))
+                    terms[j].append(LMITerm(var, U, C_off))
                     var += 1
-                    for k2 in range(i + 1, s):
-                        ri, rk = rloc[i], rloc[k2]
-                        U = sp.csc_matrix((np.ones(2), np.array([ri, rk]), np.array([0, 1, 2])), shape=(sizes[j], 2))
-                        terms[j].append(LMITerm(var, U, C_off))
-                        var += 1
-            n_vars = start + s * (s + 1) // 2
-            sep_slices.append(slice(start, n_vars))
-            layout[f"chordal.lmi{li}.sep{e}"] = slice(start, n_vars)
-            all_seps.append([int(k) for k in sep_blocks])
-            all_tree.append((base + a, base + b))
-        for j, cq in enumerate(cliques):
-            r = np.concatenate(f0[j][0]) if f0[j][0] else np.zeros(0, dtype=int)
-            c = np.concatenate(f0[j][1]) if f0[j][1] else np.zeros(0, dtype=int)
-            v = np.concatenate(f0[j][2]) if f0[j][2] else np.zeros(0)
-            F0 = sp.csr_matrix((v, (r, c)), shape=(sizes[j], sizes[j]))
-            new_lmis.append(LMI(sizes[j], F0, terms[j], [int(off[b + 1] - off[b]) for b in cq]))
-            lmi_index.append(li)
-            all_cliques.append(tuple(int(b) for b in cq))
-    extra = n_vars - problem.n_vars
+        acc.n_vars = start + s * (s + 1) // 2
+        acc.sep_slices.append(slice(start, acc.n_vars))
+        acc.layout[f"chordal.lmi{li}.sep{e}"] = slice(start, acc.n_vars)
+        acc.separators.append([int(k) for k in sep_blocks])
+        acc.tree.append((base + a, base + b))
+
+
+def _split_lmi(acc: _Accumulator, li: int, lmi: LMI, plan) -> None:
+    """LMI ``li`` as one LMI per clique (its terms, its F0 blocks, ± the separator matrices)."""
+    off, cliques, tree, supports = plan
+    base = len(acc.lmis)
+    local_maps, sizes = _clique_coordinates(lmi.size, off, cliques)
+    terms, f0 = _assign_terms(lmi, off, cliques, supports, local_maps, sizes)
+    _separator_terms(acc, li, off, cliques, tree, base, terms, local_maps, sizes)
+    for j, cq in enumerate(cliques):
+        r = np.concatenate(f0[j][0]) if f0[j][0] else np.zeros(0, dtype=int)
+        c = np.concatenate(f0[j][1]) if f0[j][1] else np.zeros(0, dtype=int)
+        v = np.concatenate(f0[j][2]) if f0[j][2] else np.zeros(0)
+        F0 = sp.csr_matrix((v, (r, c)), shape=(sizes[j], sizes[j]))
+        acc.lmis.append(LMI(sizes[j], F0, terms[j], [int(off[b + 1] - off[b]) for b in cq]))
+        acc.lmi_index.append(li)
+        acc.cliques.append(tuple(int(b) for b in cq))
+
+
+def _assemble(problem: LMIProblem, acc: _Accumulator) -> DecomposedProblem:
+    """The :class:`DecomposedProblem`: θ extended by the separator variables (free, zero cost)."""
+    extra = acc.n_vars - problem.n_vars
     return DecomposedProblem(
-        n_vars=n_vars,
+        n_vars=acc.n_vars,
         c=np.concatenate([np.asarray(problem.c, dtype=float), np.zeros(extra)]),
         nonneg=np.concatenate([np.asarray(problem.nonneg, dtype=bool), np.zeros(extra, dtype=bool)]),
-        lmis=new_lmis,
-        layout=layout,
+        lmis=acc.lmis,
+        layout=acc.layout,
         original_n_vars=problem.n_vars,
-        cliques=all_cliques,
-        tree=all_tree,
-        separators=all_seps,
-        sep_slices=sep_slices,
+        cliques=acc.cliques,
+        tree=acc.tree,
+        separators=acc.separators,
+        sep_slices=acc.sep_slices,
         source=problem,
-        lmi_index=lmi_index,
+        lmi_index=acc.lmi_index,
         rewrites=tuple(problem.rewrites) + (Chordal(problem.n_vars),),
     )
 

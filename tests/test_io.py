@@ -375,3 +375,20 @@ def test_shipped_demo_digits_npz():
     datasets = pytest.importorskip("sklearn.datasets")
     X, y = datasets.load_digits(return_X_y=True)
     assert np.mean(net.forward(X / 16.0).argmax(1) == y) > 0.9
+
+
+def test_register_loader_extends_load(tmp_path, monkeypatch):
+    """A reader registered for a new extension is what load() uses for it (io.loaders.LOADERS)."""
+    from lipsdp.io import LOADERS, FileWeights, register_loader
+
+    monkeypatch.setattr("lipsdp.io.loaders.LOADERS", dict(LOADERS))  # the registry is restored afterwards
+    W = _rand_weights([3, 4, 2])
+    f = tmp_path / "net.txtw"
+    f.write_text("two matrices\n")
+    with pytest.raises(ModelLoadError, match="unknown file type '.txtw'"):
+        load(f)
+    register_loader(".TXTW", lambda path, allow_pickle: FileWeights(W, None, "tanh", {}))
+    net = load(f)
+    assert net.dims == [3, 4, 2] and net.activations[0].fn == "tanh" and net.name == "net"
+    with pytest.raises(ValueError, match="extension"):
+        register_loader("txtw", lambda path, allow_pickle: None)

@@ -34,6 +34,7 @@ collapsing steps, or no progress for several steps at a gap below 1e-5).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
@@ -321,6 +322,54 @@ def layerwise_start(depth, nonneg, obj, feasible, start=None):
     return None
 
 
+# ------------------------------------------------------------------------------------------------
+# the interior-point run: its fixed data, its point and its history
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """Fixed data of one solve: prepared LMIs, c, b = −c, nonneg indices, the start θ0, ν, limits."""
+
+    nv: int
+    c: np.ndarray
+    b: np.ndarray
+    nn: np.ndarray
+    lmis: list
+    theta0: np.ndarray
+    nu: int
+    bnorm: float
+    tol: float
+    max_iters: int
+
+
+@dataclass
+class _Point:
+    """A strictly feasible primal-dual point: θ with S = −F(θ) (factors L, inverses), X ≻ 0 (factors), x, s = θ[nn]."""
+
+    theta: np.ndarray
+    Ss: list
+    Ls: list
+    Sinv: list
+    Xs: list
+    LXs: list
+    x: np.ndarray
+    s: np.ndarray
+
+
+@dataclass
+class _Trace:
+    """What the stopping tests and the finish read: gap / objective / infeasibility history, the
+    iterates and the best one, the last step lengths and the time of the last step."""
+
+    best: tuple
+    t_prev: float
+    iterates: list = field(default_factory=list)
+    hist: list = field(default_factory=list)
+    objs: list = field(default_factory=list)
+    pinfs: list = field(default_factory=list)
+    ap: float = 0.0
+    ad: float = 0.0
+
+
 class NativeBackend(Backend):
     """Primal-dual interior point with low-rank Schur complement (math.md §10); feasible iterates."""
 
@@ -423,148 +472,183 @@ class NativeBackend(Backend):
         return first
 
     def _solve_split(self, problem, options, t0):
+        """Mehrotra predictor–corrector from a strictly feasible start: each step forms the Schur
+        complement, tests for stopping, takes the HKM direction and a feasible step length."""
+        run = self._setup(problem, options)
+        pt = self._initial_point(problem, run)
+        tr = _Trace(best=(float(run.c @ pt.theta), pt.theta.copy()), t_prev=t0)
+        tr.iterates.append(tr.best)
+        status, msg, it = "optimal_inaccurate", "", 0
+        for it in range(1, run.max_iters + 1):
+            M, ASi, mu, gauges = self._residuals(run, pt)
+            stop = self._stopping(run, tr, options, it, t0, gauges)
+            if stop is not None:
+                status, msg = stop
+                break
+            dth, stp, ap, ad = self._newton_direction(run, pt, M, ASi, mu)
+            pt, tr.ap, tr.ad = self._take_step(run, pt, dth, stp, ap, ad, it)
+            val = float(run.c @ pt.theta)
+            tr.iterates.append((val, pt.theta.copy()))
+            if val < tr.best[0]:
+                tr.best = (val, pt.theta.copy())
+        else:
+            status, msg = ("time_limit", f"iteration limit {run.max_iters} reached") if options.max_iters else \
+                ("optimal_inaccurate", "iteration limit reached")
+        return self._finish(run, tr, status, msg, it, t0)
+
+    def _setup(self, problem, options):
+        """The prepared LMIs, the dual data (b = −c, the nonneg indices) and the iteration limits."""
         nv = problem.n_vars
         c = np.asarray(problem.c, dtype=float)
         nn = np.flatnonzero(problem.nonneg)
         lmis = [_PreparedLMI(l, nv) for l in problem.lmis]
         theta = self._start(problem, lmis)
         b = -c
+        return _Run(nv=nv, c=c, b=b, nn=nn, lmis=lmis, theta0=theta.copy(),
+                    nu=sum(P.n for P in lmis) + len(nn), bnorm=1.0 + np.linalg.norm(b),
+                    tol=max(float(options.tol), 1e-12), max_iters=options.max_iters or 200)
+
+    @staticmethod
+    def _initial_point(problem, run):
+        """The starting primal-dual pair: S0 = −F(θ0), X0 = ξ·base·S0^{-1}, x = base / s."""
+        theta = run.theta0.copy()
         # initial primal point X = S^{-1} scaled, x = 1/s
-        Ss = [-P.evaluate(theta) for P in lmis]
+        Ss = [-P.evaluate(theta) for P in run.lmis]
         Ls = [_chol(S) for S in Ss]
-        s = theta[nn].copy()
-        nu = sum(P.n for P in lmis) + len(nn)
+        s = theta[run.nn].copy()
         Sinv = [_inv_from_chol(L) for L in Ls]
         # X0 = ξ S0^{-1}: a large ξ (far from the boundary) matters on deep contracting nets; the
         # linear block's x = 1/s stays unscaled (measured: benchmarks/results-native.md)
-        base = max(1.0, abs(float(c @ theta)) / nu)
+        base = max(1.0, abs(float(run.c @ theta)) / run.nu)
         # from the formulation's centred warm start ξ = 10 suffices
         xi = 10.0 if problem.start is not None and np.array_equal(theta, problem.start) else 100.0
         Xs = [Si * (xi * base) for Si in Sinv]
-        x = base / s
-        LXs = [_chol(X) for X in Xs]
-        tol = max(float(options.tol), 1e-12)
-        max_iters = options.max_iters or 200
-        best = (float(c @ theta), theta.copy())
-        iterates = [best]
-        status, msg, it = "optimal_inaccurate", "", 0
-        bnorm = 1.0 + np.linalg.norm(b)
-        hist: list[float] = []
-        objs: list[float] = []
-        pinfs: list[float] = []
-        t_prev = t0
-        ap = ad = 0.0
-        theta0 = theta.copy()
-        for it in range(1, max_iters + 1):
-            # --- Schur complement and residuals
-            M = np.zeros((nv, nv))
-            AX = np.zeros(nv)
-            ASi = np.zeros(nv)
-            for P, X, Si in zip(lmis, Xs, Sinv):
-                GX = P.UtYU(X)
-                GS = P.UtYU(Si)
-                M += P.schur(GX, GS)
-                AX += P.traces(GX)
-                ASi += P.traces(GS)
-                del GX, GS
-            # LP block: A_lin = −e_i on nonneg vars
-            AX[nn] -= x
-            ASi[nn] -= 1.0 / s
-            M[nn, nn] += x / s
-            rp = b - AX
-            gap = sum(float(np.sum(X * S)) for X, S in zip(Xs, Ss)) + float(x @ s)
-            mu = gap / nu
-            pobj = float(c @ theta)
-            # relative to the objective itself (SolveOptions.tol is relative; deep contracting nets
-            # have normalised objectives of 1e-7, so an absolute gap stops far too early: benchmarks/results-native.md)
-            relgap = gap / max(abs(pobj), 1e-300)
-            pinf = np.linalg.norm(rp) / bnorm
-            if options.verbose:
-                print(f"[native] it {it:3d} obj {pobj:.9g} gap {relgap:.2e} pinf {pinf:.2e} "
-                      f"steps {ap:.2f}/{ad:.2f} t {time.perf_counter() - t0:.2f}s cpu {time.process_time():.2f}s")
-            if relgap < tol and pinf < max(tol, 1e-9) * 10:
-                status = "optimal"
+        return _Point(theta=theta, Ss=Ss, Ls=Ls, Sinv=Sinv, Xs=Xs, LXs=[_chol(X) for X in Xs], x=base / s, s=s)
+
+    @staticmethod
+    def _residuals(run, pt):
+        """Schur complement M, A(S^{-1}), μ and the gauges (objective, relative gap, primal infeasibility)."""
+        nv, nn = run.nv, run.nn
+        M = np.zeros((nv, nv))
+        AX = np.zeros(nv)
+        ASi = np.zeros(nv)
+        for P, X, Si in zip(run.lmis, pt.Xs, pt.Sinv):
+            GX = P.UtYU(X)
+            GS = P.UtYU(Si)
+            M += P.schur(GX, GS)
+            AX += P.traces(GX)
+            ASi += P.traces(GS)
+            del GX, GS
+        # LP block: A_lin = −e_i on nonneg vars
+        AX[nn] -= pt.x
+        ASi[nn] -= 1.0 / pt.s
+        M[nn, nn] += pt.x / pt.s
+        rp = run.b - AX
+        gap = sum(float(np.sum(X * S)) for X, S in zip(pt.Xs, pt.Ss)) + float(pt.x @ pt.s)
+        mu = gap / run.nu
+        pobj = float(run.c @ pt.theta)
+        # relative to the objective itself (SolveOptions.tol is relative; deep contracting nets
+        # have normalised objectives of 1e-7, so an absolute gap stops far too early: benchmarks/results-native.md)
+        relgap = gap / max(abs(pobj), 1e-300)
+        pinf = np.linalg.norm(rp) / run.bnorm
+        return M, ASi, mu, (pobj, relgap, pinf)
+
+    @staticmethod
+    def _stopping(run, tr, options, it, t0, gauges):
+        """(status, message) when the run stops here (optimal, numerical limit, stalled, time), else None."""
+        pobj, relgap, pinf = gauges
+        tol = run.tol
+        if options.verbose:
+            print(f"[native] it {it:3d} obj {pobj:.9g} gap {relgap:.2e} pinf {pinf:.2e} "
+                  f"steps {tr.ap:.2f}/{tr.ad:.2f} t {time.perf_counter() - t0:.2f}s cpu {time.process_time():.2f}s")
+        if relgap < tol and pinf < max(tol, 1e-9) * 10:
+            return "optimal", ""
+        if relgap < 10 * tol and pinf < max(tol, 1e-9) * 10 and min(tr.ap, tr.ad) < 0.5:
+            # within 10× of the tolerance and the steps collapse (numerical limit: benchmarks/results-native.md)
+            return "optimal", f"steps shrink at relative gap {relgap:.1e} (numerical limit)"
+        hist, objs, pinfs = tr.hist, tr.objs, tr.pinfs
+        hist.append(relgap)
+        objs.append(pobj)
+        pinfs.append(pinf)
+        w = 3 if relgap < 1e-5 else 6  # far from optimal: a longer window (slow progress may resume)
+        if (len(hist) > 8 and pinf < 1e-2  # (the early steps may raise the bound)
+                and min(hist[-w:]) > 0.5 * min(hist[:-w])  # no progress in w steps:
+                and min(pinfs[-w:]) > 0.5 * min(pinfs[:-w])  # nor in feasibility
+                and min(objs[:-w]) - min(objs[-w:]) <= 1e-6 * abs(pobj)):  # nor in the best bound
+            if relgap < 1e-5 and pinf < 1e-3:
+                return "optimal", f"stalled at relative gap {relgap:.1e} (numerical limit)"
+            return "optimal_inaccurate", f"stalled at relative gap {relgap:.1e}"
+        now = time.perf_counter()
+        step_time = now - (tr.t_prev if it > 1 else t0)  # the last Newton step's duration
+        tr.t_prev = now
+        # stop when the next step would likely end past the limit (a step of a wide net is long)
+        if options.time_limit is not None and now - t0 + (step_time if it > 1 else 0.0) > options.time_limit:
+            return "time_limit", f"time limit {options.time_limit} s reached"
+        return None
+
+    def _newton_direction(self, run, pt, M, ASi, mu):
+        """Predictor (affine, σ = 0), then corrector with σ = (μ_aff / μ)³: (dθ, step, ap, ad)."""
+        lmis, nn, b, nu = run.lmis, run.nn, run.b, run.nu
+        Xs, Ss, Sinv, x, s = pt.Xs, pt.Ss, pt.Sinv, pt.x, pt.s
+        Mf = self._factor(M)
+        # --- predictor
+        dth_a = self._msolve(Mf, b)
+        step_a = self._direction(lmis, Xs, Sinv, x, s, nn, dth_a, mu, 0.0, None)
+        ap, ad = self._steps(lmis, pt.Ls, pt.LXs, x, s, nn, step_a, dth_a)
+        mu_aff = (sum(float(np.sum((X + ap * dX) * (S + ad * dS)))
+                      for X, S, dX, dS in zip(Xs, Ss, step_a[0], step_a[1]))
+                  + float((x + ap * step_a[2]) @ (s + ad * step_a[3]))) / nu
+        sigma = min(1.0, max(0.0, (mu_aff / mu) ** 3)) if mu > 0 else 0.0
+        # --- corrector
+        Ya = [dX @ dS @ Si for dX, dS, Si in zip(step_a[0], step_a[1], Sinv)]  # reused in the direction
+        rhs = b - sigma * mu * ASi
+        for P, Y in zip(lmis, Ya):
+            rhs = rhs + P.traces_of(Y)
+        # LP corrector: A_lin(dx_a ds_a / s) = −dx ds / s
+        rhs[nn] -= step_a[2] * step_a[3] / s
+        dth = self._msolve(Mf, rhs)
+        stp = self._direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, step_a, Ya)
+        # fraction to the boundary 0.9 + 0.09·min(predictor steps) (SDPT3's rule): far from the
+        # path a cautious 0.9, close to it up to 0.99 (fewer Newton steps than a fixed 0.95: benchmarks/results-native.md)
+        ap, ad = self._steps(lmis, pt.Ls, pt.LXs, x, s, nn, stp, dth, min(0.99, 0.9 + 0.09 * min(ap, ad)))
+        return dth, stp, ap, ad
+
+    @staticmethod
+    def _take_step(run, pt, dth, stp, ap, ad, it):
+        """The next point, halving each step length until Cholesky confirms S ≻ 0 and X ≻ 0: (point, ap, ad)."""
+        lmis, nn = run.lmis, run.nn
+        # --- update (θ must stay strictly feasible: verified by Cholesky)
+        while True:
+            th_new = pt.theta + ad * dth
+            # S is linear in θ: S + ad dS (dS = −A(dθ), formed for the direction) saves a
+            # dense assembly per step; recomputed from θ every 10 steps against drift
+            Ss_new = [-P.evaluate(th_new) for P in lmis] if it % 10 == 0 else \
+                [S + ad * dS for S, dS in zip(pt.Ss, stp[1])]
+            Ls_new = [_chol(S) for S in Ss_new]
+            if all(L is not None for L in Ls_new) and np.all(th_new[nn] > 0):
                 break
-            if relgap < 10 * tol and pinf < max(tol, 1e-9) * 10 and min(ap, ad) < 0.5:
-                # within 10× of the tolerance and the steps collapse (numerical limit: benchmarks/results-native.md)
-                status, msg = "optimal", f"steps shrink at relative gap {relgap:.1e} (numerical limit)"
+            ad *= 0.5
+            if ad < 1e-12:
+                raise SolverError("native solver: step length collapsed")
+        while True:
+            Xn = [X + ap * dX for X, dX in zip(pt.Xs, stp[0])]
+            xn = pt.x + ap * stp[2]
+            LXn = [_chol(X) for X in Xn]
+            if all(L is not None for L in LXn) and np.all(xn > 0):
                 break
-            hist.append(relgap)
-            objs.append(pobj)
-            pinfs.append(pinf)
-            w = 3 if relgap < 1e-5 else 6  # far from optimal: a longer window (slow progress may resume)
-            if (len(hist) > 8 and pinf < 1e-2  # (the early steps may raise the bound)
-                    and min(hist[-w:]) > 0.5 * min(hist[:-w])  # no progress in w steps:
-                    and min(pinfs[-w:]) > 0.5 * min(pinfs[:-w])  # nor in feasibility
-                    and min(objs[:-w]) - min(objs[-w:]) <= 1e-6 * abs(pobj)):  # nor in the best bound
-                if relgap < 1e-5 and pinf < 1e-3:
-                    status, msg = "optimal", f"stalled at relative gap {relgap:.1e} (numerical limit)"
-                else:
-                    status, msg = "optimal_inaccurate", f"stalled at relative gap {relgap:.1e}"
-                break
-            now = time.perf_counter()
-            step_time = now - (t_prev if it > 1 else t0)  # the last Newton step's duration
-            t_prev = now
-            # stop when the next step would likely end past the limit (a step of a wide net is long)
-            if options.time_limit is not None and now - t0 + (step_time if it > 1 else 0.0) > options.time_limit:
-                status, msg = "time_limit", f"time limit {options.time_limit} s reached"
-                break
-            Mf = self._factor(M)
-            # --- predictor
-            dth_a = self._msolve(Mf, b)
-            step_a = self._direction(lmis, Xs, Sinv, x, s, nn, dth_a, mu, 0.0, None)
-            ap, ad = self._steps(lmis, Ls, LXs, x, s, nn, step_a, dth_a)
-            mu_aff = (sum(float(np.sum((X + ap * dX) * (S + ad * dS)))
-                          for X, S, dX, dS in zip(Xs, Ss, step_a[0], step_a[1]))
-                      + float((x + ap * step_a[2]) @ (s + ad * step_a[3]))) / nu
-            sigma = min(1.0, max(0.0, (mu_aff / mu) ** 3)) if mu > 0 else 0.0
-            # --- corrector
-            Ya = [dX @ dS @ Si for dX, dS, Si in zip(step_a[0], step_a[1], Sinv)]  # reused in the direction
-            rhs = b - sigma * mu * ASi
-            for P, Y in zip(lmis, Ya):
-                rhs = rhs + P.traces_of(Y)
-            # LP corrector: A_lin(dx_a ds_a / s) = −dx ds / s
-            rhs[nn] -= step_a[2] * step_a[3] / s
-            dth = self._msolve(Mf, rhs)
-            stp = self._direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, step_a, Ya)
-            # fraction to the boundary 0.9 + 0.09·min(predictor steps) (SDPT3's rule): far from the
-            # path a cautious 0.9, close to it up to 0.99 (fewer Newton steps than a fixed 0.95: benchmarks/results-native.md)
-            ap, ad = self._steps(lmis, Ls, LXs, x, s, nn, stp, dth, min(0.99, 0.9 + 0.09 * min(ap, ad)))
-            # --- update (θ must stay strictly feasible: verified by Cholesky)
-            while True:
-                th_new = theta + ad * dth
-                # S is linear in θ: S + ad dS (dS = −A(dθ), formed for the direction) saves a
-                # dense assembly per step; recomputed from θ every 10 steps against drift
-                Ss_new = [-P.evaluate(th_new) for P in lmis] if it % 10 == 0 else \
-                    [S + ad * dS for S, dS in zip(Ss, stp[1])]
-                Ls_new = [_chol(S) for S in Ss_new]
-                if all(L is not None for L in Ls_new) and np.all(th_new[nn] > 0):
-                    break
-                ad *= 0.5
-                if ad < 1e-12:
-                    raise SolverError("native solver: step length collapsed")
-            theta, Ss, Ls = th_new, Ss_new, Ls_new
-            s = theta[nn].copy()
-            while True:
-                Xn = [X + ap * dX for X, dX in zip(Xs, stp[0])]
-                xn = x + ap * stp[2]
-                LXn = [_chol(X) for X in Xn]
-                if all(L is not None for L in LXn) and np.all(xn > 0):
-                    break
-                ap *= 0.5
-            Xs, x, LXs = Xn, xn, LXn
-            Sinv = [_inv_from_chol(L) for L in Ls]
-            val = float(c @ theta)
-            iterates.append((val, theta.copy()))
-            if val < best[0]:
-                best = (val, theta.copy())
-        else:
-            status, msg = ("time_limit", f"iteration limit {max_iters} reached") if options.max_iters else \
-                ("optimal_inaccurate", "iteration limit reached")
-        th, mixed = self._safeguard(lmis, c, iterates, theta0, nn)
+            ap *= 0.5
+        new = _Point(theta=th_new, Ss=Ss_new, Ls=Ls_new, Sinv=[_inv_from_chol(L) for L in Ls_new],
+                     Xs=Xn, LXs=LXn, x=xn, s=th_new[nn].copy())
+        return new, ap, ad
+
+    def _finish(self, run, tr, status, msg, it, t0):
+        """The safeguarded point (a margin the check can verify) and nearby candidates, as a SolveResult."""
+        c = run.c
+        th, mixed = self._safeguard(run.lmis, c, tr.iterates, run.theta0, run.nn)
+        best = tr.best
         # more central iterates within 1e-3 of the best objective, for the caller's check to try
         # when the best point sits too close to the boundary (api.certify keeps the smallest checked)
-        near = sorted((v for v in iterates if v[0] <= best[0] + 1e-3 * abs(best[0])), key=lambda v: v[0])
+        near = sorted((v for v in tr.iterates if v[0] <= best[0] + 1e-3 * abs(best[0])), key=lambda v: v[0])
         cands = [t_ for _, t_ in near[1:5] if not np.array_equal(t_, th)] if mixed else []
         return SolveResult(status, th, float(c @ th), time.perf_counter() - t0, iterations=it, message=msg,
                            extra={"candidates": cands, "safeguard_mixed": mixed})

@@ -1,0 +1,116 @@
+"""Exact linear maps of torch operations on one sample, and the IR layers that hold them.
+
+Every linear layer the exporter emits goes through :func:`linear_map` (the matrix of a linear
+torch function, found by pushing the identity basis through it in float64: column j is the
+function applied to the j-th unit sample, so the entries are exactly what ``forward`` computes
+for that sample) and :func:`affine` (the IR layer holding it).  Both flatten in PyTorch's
+C order (channels, then rows, then columns).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from lipsdp import ir
+from lipsdp.errors import InvalidNetworkError
+
+#: number of unit samples pushed through a function at once (bounds the memory of
+#: :func:`linear_map` for large inputs)
+CHUNK = 1024
+
+
+def f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+
+
+def numel(shape: tuple) -> int:
+    return int(math.prod(shape))
+
+
+def linear_map(fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple, sparse: bool = False):
+    """The matrix W of a linear map on per-sample tensors of ``shape``: W x_flat = fn(x)_flat.
+
+    ``fn`` receives a batch of unit samples (float64) and must be linear.  Returns
+    ``(W, out_shape)``; W is a dense array, or a CSR matrix (built chunk by chunk) when
+    ``sparse``.
+    """
+    n = numel(shape)
+    blocks, out_shape = [], None
+    with torch.no_grad():
+        for start in range(0, n, CHUNK if sparse else n):
+            stop = min(n, start + (CHUNK if sparse else n))
+            basis = torch.zeros((stop - start, n), dtype=torch.float64)
+            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            out = fn(basis.reshape((stop - start,) + tuple(shape)))
+            out_shape = tuple(int(s) for s in out.shape[1:])
+            cols = f64(out.reshape(stop - start, -1)).T
+            blocks.append(sp.csr_matrix(cols) if sparse else cols)
+    if sparse:
+        return sp.hstack(blocks, format="csr"), out_shape
+    return blocks[0], out_shape
+
+
+def affine(weight, bias=None, name: str = "") -> ir.Affine:
+    """The IR layer x -> W x + b (W dense or scipy sparse; the one place that picks the IR's
+    representation of a linear map)."""
+    if sp.issparse(weight):
+        weight = weight.toarray()
+    return ir.Affine(weight, bias, name)
+
+
+def permutation(perm: np.ndarray) -> sp.csr_matrix:
+    """P with (P z)[i] = z[perm[i]]."""
+    n = perm.size
+    return sp.csr_matrix((np.ones(n), (np.arange(n), perm)), shape=(n, n))
+
+
+def channel_groups(shape: tuple, group_size: int, what: str) -> np.ndarray:
+    """Flat indices, ordered so that every ``group_size`` consecutive entries form one group of
+    consecutive channels (dimension 0 of ``shape``) at one spatial position."""
+    channels = shape[0]
+    if channels % group_size:
+        raise InvalidNetworkError(
+            f"{what}: {channels} channels cannot be split into groups of {group_size} (input shape {shape})"
+        )
+    idx = np.arange(numel(shape)).reshape(shape)
+    return np.moveaxis(idx.reshape((channels // group_size, group_size) + tuple(shape[1:])), 1, -1).ravel()
+
+
+def grouped(activation: ir.Activation, perm: np.ndarray, perm_out: np.ndarray | None = None,
+            scale: float = 1.0) -> list:
+    """[P_in, activation, scale · P_outᵀ]: the IR activation (contiguous groups) conjugated by
+    the permutations that bring the module's groups next to each other.  Identity maps are left
+    out (the IR merges the others into the neighbouring affine layers)."""
+    perm_out = perm if perm_out is None else perm_out
+    layers = []
+    identity = np.arange(perm.size)
+    if not np.array_equal(perm, identity):
+        layers.append(affine(permutation(perm)))
+    layers.append(activation)
+    if scale != 1.0 or not np.array_equal(perm_out, identity):
+        layers.append(affine(scale * permutation(perm_out).T))
+    return layers
+
+
+def merge_affines(layers) -> list:
+    """Merge consecutive Affine layers: W2 (W1 x + b1) + b2."""
+    out: list = []
+    for layer in layers:
+        if isinstance(layer, ir.Affine) and out and isinstance(out[-1], ir.Affine):
+            prev = out.pop()
+            bias = None
+            if prev.bias is not None or layer.bias is not None:
+                b1 = prev.bias if prev.bias is not None else np.zeros(prev.out_dim)
+                bias = layer.weight @ b1 + (layer.bias if layer.bias is not None else 0.0)
+            layer = ir.Affine(layer.weight @ prev.weight, bias, "+".join(n for n in (prev.name, layer.name) if n))
+        out.append(layer)
+    return out
+
+
+def identity(n: int, name: str = "identity") -> ir.Affine:
+    return affine(sp.identity(n, format="csr"), name=name)

@@ -253,17 +253,22 @@ def test_residual_of_activation_only_and_linear_only():
     _check(Net())
 
 
-def test_two_branch_sum_is_unsupported():
-    class Net(nn.Module):
+def test_two_branch_sums():
+    class Affines(nn.Module):
         def __init__(self):
             super().__init__()
             self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
 
         def forward(self, x):
-            return self.a(x) + self.b(x)
+            return self.a(x) + self.b(x)  # both branches affine: one affine map
 
+    class TwoNonlinear(Affines):
+        def forward(self, x):
+            return torch.relu(self.a(x)) + torch.relu(self.b(x))
+
+    _check(Affines())
     with pytest.raises(UnsupportedLayerError, match="not x \\+ f\\(x\\)"):
-        from_torch(Net())
+        from_torch(TwoNonlinear())
 
 
 # --- errors ----------------------------------------------------------------------------------

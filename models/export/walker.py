@@ -218,37 +218,62 @@ class Walker:
         return _Tensor(x.layers + (affine(W, b, node.name),), traced)
 
     def branches(self, node, a: _Tensor, b: _Tensor, sa: float, sb: float, traced: tuple):
-        """``sa·a + sb·b`` where one branch's chain extends the other's: x + f(x) -> ir.Residual."""
-        (s_short, short), (s_long, long) = sorted(((sa, a), (sb, b)), key=lambda t: len(t[1].layers))
-        k = len(short.layers)
-        if not all(p is q for p, q in zip(long.layers[:k], short.layers)):
-            return self.issue(node, "an addition of two branches that is not x + f(x) (f a chain of layers from x)")
-        if long.shape != short.shape:
-            return self.issue(node, f"residual branch changes the shape from {short.shape} to {long.shape}")
-        if s_short == 0:
+        """``sa·a + sb·b`` of two branches from a common tensor x (the longest shared chain).
+
+        Both tails affine -> one Affine.  One tail affine with weight c·I (the skip, e.g. x or
+        0.5·x + 1) and the other f -> ``c (x + f(x)/c) + b``: Residual(f / c), then c·I and the bias.
+        """
+        if a.shape != b.shape:
+            return self.issue(node, f"adds branches of shapes {a.shape} and {b.shape}")
+        k = 0
+        while k < min(len(a.layers), len(b.layers)) and a.layers[k] is b.layers[k]:
+            k += 1
+        n = numel(a.shape)
+        tails = []
+        for s, t in ((sa, a), (sb, b)):
+            tail = merge_affines(list(t.layers[k:]))
+            if not tail:
+                tail = [affine(sp.identity(n, format="csr"))]
+            tails.append((s, tail))
+        (s1, t1), (s2, t2) = tails
+        if len(t1) == 1 and len(t2) == 1 and isinstance(t1[0], ir.Affine) and isinstance(t2[0], ir.Affine):
+            bias = [s * t[0].bias for s, t in tails if t[0].bias is not None]
+            block = ir.Affine(s1 * t1[0].weight + s2 * t2[0].weight, sum(bias) if bias else None, node.name)
+            return _Tensor(a.layers[:k] + (block,), traced)
+        skip = [(s, t[0]) for s, t in tails if len(t) == 1 and isinstance(t[0], ir.Affine) and _scalar(t[0]) is not None]
+        if not skip:
+            return self.issue(node, "an addition of two branches that is not x + f(x) (a skip connection c·x + b "
+                                    "and a branch f computed from x)")
+        s_skip, skip_layer = skip[0]
+        s_body, body = tails[1] if tails[0][1][0] is skip_layer else tails[0]
+        c = s_skip * _scalar(skip_layer)
+        if c == 0:
             return self.issue(node, "the skip connection has weight 0")
-        n = numel(short.shape)
-        body = merge_affines(list(long.layers[k:]))
-        ratio = s_long / s_short  # y = s_short (x + ratio · f(x))
-        if body and isinstance(body[0], ir.Activation):
+        body = list(body)
+        ratio = s_body / c  # y = c (x + ratio · f(x)) + s_skip · b_skip
+        if isinstance(body[0], ir.Activation):
             body.insert(0, identity(n))
-        if body and isinstance(body[-1], ir.Affine):
+        if isinstance(body[-1], ir.Affine):
             body[-1] = _scaled(body[-1], ratio)
-        elif body and ratio != 1.0:
+        elif ratio != 1.0:
             body.append(affine(ratio * sp.identity(n, format="csr")))
-        if not body:  # x + x
-            block = affine((1.0 + ratio) * sp.identity(n, format="csr"), name=node.name)
-        elif len(body) == 1 and isinstance(body[0], ir.Affine):  # x + (W x + b)
-            block = ir.Affine(np.eye(n) + body[0].weight, body[0].bias, body[0].name)
-        elif len(body) in (2, 3) and isinstance(body[1], ir.Activation) and (len(body) == 2 or isinstance(body[2], ir.Affine)):
-            block = ir.Residual(tuple(body), name=node.name)
-        else:
+        if not (len(body) in (2, 3) and isinstance(body[1], ir.Activation) and (len(body) == 2 or isinstance(body[2], ir.Affine))):
             kinds = ", ".join(type(layer).__name__ for layer in body)
             return self.issue(node, f"residual body must be affine → activation [→ affine], got ({kinds})")
-        layers = short.layers + (block,)
-        if s_short != 1.0:
-            layers += (affine(s_short * sp.identity(n, format="csr"), name=node.name),)
+        layers = a.layers[:k] + (ir.Residual(tuple(body), name=node.name),)
+        b_skip = None if skip_layer.bias is None else s_skip * skip_layer.bias
+        if c != 1.0 or b_skip is not None:
+            layers += (affine(c * sp.identity(n, format="csr"), b_skip, node.name),)
         return _Tensor(layers, traced)
+
+
+def _scalar(layer: ir.Affine) -> float | None:
+    """c when the layer's weight is c·I, else None."""
+    W = layer.weight
+    if W.shape[0] != W.shape[1]:
+        return None
+    c = float(W[0, 0])
+    return c if np.array_equal(W, c * np.eye(W.shape[0])) else None
 
 
 def _fetch(root: nn.Module, target: str):

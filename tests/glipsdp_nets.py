@@ -9,15 +9,14 @@ blocks ``relu(f(x) + x)`` — because that is what :func:`lipsdp.models.from_tor
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-REFDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "refdata" / "GLipSDP"
-if not REFDATA.exists():  # worktrees live next to shared/ one level further up
-    REFDATA = Path("/work/shared/refdata/GLipSDP")
+from .refdata import REFDATA, require
+
+GLIPSDP = REFDATA / "GLipSDP"
 
 
 class SameConv2d(nn.Module):
@@ -171,5 +170,5 @@ def load(name: str) -> tuple[nn.Module, tuple]:
     """The network of refdata file ``name`` with its weights (strict load, weights_only)."""
     cls, shape = NETWORKS[name]
     model = cls()
-    model.load_state_dict(torch.load(REFDATA / name, weights_only=True, map_location="cpu"))
+    model.load_state_dict(torch.load(require(GLIPSDP / name), weights_only=True, map_location="cpu"))
     return model.eval(), shape

@@ -13,11 +13,12 @@ two layer blocks, math.md §10).  :class:`LMIProblem` holds exactly that, so any
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["LMITerm", "LMI", "LMIProblem", "lift_terms"]
+__all__ = ["LMITerm", "LMI", "LMIProblem", "Layout", "lift_terms"]
 
 
 @dataclass
@@ -78,6 +79,10 @@ class LMIProblem:
     lmis: list[LMI]
     layout: dict[str, slice]
     start: np.ndarray | None = None
+    rewrites: tuple = ()  # the reductions that produced it from the formulation's problem
+    #: True for a chordally decomposed problem (lipsdp.chordal); backends that need the
+    #: monolithic LMI refuse it in their ``accepts``
+    decomposed: ClassVar[bool] = False
 
     def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         return {k: np.asarray(theta[s], dtype=float) for k, s in self.layout.items()}
@@ -94,7 +99,45 @@ class LMIProblem:
         }
 
 
-def lift_terms(qc, W_in: np.ndarray, off_in: int, off_out: int, size: int, var_offset: dict[str, int]) -> list[LMITerm]:
+class Layout:
+    """Where every multiplier lives in θ: named leading blocks (``head``: ρ, τ, …) followed by each
+    QC's parameters, named ``layer{k}.{param}`` (k = 1, 2, … in QC order)."""
+
+    def __init__(self, head, qcs):
+        self.slices: dict[str, slice] = {}
+        nonneg: list = []
+        pos = 0
+        for name, size, nn in head:
+            self.slices[name] = slice(pos, pos + int(size))
+            nonneg += [bool(nn)] * int(size)
+            pos += int(size)
+        self.offsets: list[dict[str, int]] = []
+        for k, qc in enumerate(qcs, start=1):
+            offs = {}
+            for p in qc.params():
+                self.slices[f"layer{k}.{p.name}"] = slice(pos, pos + p.size)
+                offs[p.name] = pos
+                nonneg += [p.nonneg] * p.size
+                pos += p.size
+            self.offsets.append(offs)
+        self.n_vars = pos
+        self.nonneg = np.array(nonneg, dtype=bool)
+
+    def objective(self, name: str = "rho") -> np.ndarray:
+        c = np.zeros(self.n_vars)
+        c[self.slices[name]] = 1.0
+        return c
+
+    def layers(self, theta, qcs) -> list[dict]:
+        """The QC multipliers in θ, projected onto their admissible set (≥ 0 where required)."""
+        out = []
+        for k, qc in enumerate(qcs, start=1):
+            out.append(qc.project({p.name: np.asarray(theta[self.slices[f"layer{k}.{p.name}"]], dtype=float)
+                                   for p in qc.params()}))
+        return out
+
+
+def lift_terms(qc, W_in, off_in: int, off_out: int, size: int, var_offset: dict[str, int]) -> list[LMITerm]:
     """Lift a layer QC on (Δv, Δφ) = (W_in Δx^{k−1}, Δx^k) into the big LMI's coordinates.
 
     For a QC term G C G^T with G = [G_v; G_φ], the lifted factor is
@@ -108,7 +151,8 @@ def lift_terms(qc, W_in: np.ndarray, off_in: int, off_out: int, size: int, var_o
     widths = np.array([t.G.shape[1] for t in terms])
     cstart = np.concatenate([[0], np.cumsum(widths)])
     G = sp.hstack([t.G for t in terms], format="csc")
-    top = sp.csc_matrix(W_in.T) @ G[:n]
+    Wt = W_in.to_sparse().T if hasattr(W_in, "to_sparse") else sp.csc_matrix(np.asarray(W_in).T)
+    top = sp.csc_matrix(Wt) @ G[:n]
     top = top.tocoo()
     bot = G[n:].tocoo()
     rows = np.concatenate([top.row + off_in, bot.row + off_out])

@@ -35,8 +35,8 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-__all__ = ["CheckResult", "psd_proof", "check_feedforward", "U_ROUND", "spectral_upper", "subspace_basis",
-           "on_subspace"]
+__all__ = ["CheckResult", "psd_proof", "prove_rho", "assemble", "feedforward_blocks", "check_feedforward", "U_ROUND",
+           "spectral_upper", "subspace_basis", "on_subspace"]
 
 U_ROUND = 2.0 ** -53
 _STEPS = (1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2)
@@ -226,6 +226,49 @@ def on_subspace(M, Mabs, inner, Ws, frees, rho_cols, border: int = 0):
     return Mr, Mabs_r, inner + 2 * M.shape[0], extra
 
 
+def assemble(dims, blocks, sparse: bool = False):
+    """M and the same assembly in absolute values |M|, from ``blocks`` = (i, j, X, |X|) on the
+    coordinate blocks of sizes ``dims`` (blocks with the same (i, j) add up).  Dense arrays, or
+    sparse CSR in block storage (deep block-tridiagonal LMIs: memory ∝ the nonzero blocks)."""
+    off = np.concatenate([[0], np.cumsum(dims)]).astype(int)
+    n = int(off[-1])
+    if sparse:
+        acc: dict = {}
+        for i, j, X, Xa in blocks:
+            if (i, j) in acc:
+                acc[(i, j)][0] += X
+                acc[(i, j)][1] += Xa
+            else:
+                acc[(i, j)] = [np.array(X, dtype=float), np.array(Xa, dtype=float)]
+        nb = len(dims)
+        grid = [[sp.csr_matrix((dims[i], dims[i])) if i == j else None for j in range(nb)] for i in range(nb)]
+        grid_abs = [row.copy() for row in grid]
+        for (i, j), (X, Xa) in acc.items():
+            grid[i][j], grid_abs[i][j] = sp.csr_matrix(X), sp.csr_matrix(Xa)
+        return sp.bmat(grid, format="csr"), sp.bmat(grid_abs, format="csr")
+    M = np.zeros((n, n))
+    Mabs = np.zeros((n, n))
+    for i, j, X, Xa in blocks:
+        bi, bj = slice(off[i], off[i + 1]), slice(off[j], off[j + 1])
+        M[bi, bj] += X
+        Mabs[bi, bj] += Xa
+    return M, Mabs
+
+
+def feedforward_blocks(Ws, qcs, values):
+    """The nonzero blocks (i, j, block of M, same assembly in absolute values) of
+    M = Σ_k L_k^T Q_k L_k with L_k = [W_{k−1} E_{k−1}; E_k] on the blocks (x^0, …, x^l): the QC
+    part of every feedforward LMI (math.md §2, §4), from the QC's paper formula (``blocks``)."""
+    for k in range(1, len(qcs) + 1):
+        W = Ws[k - 1]
+        Q11, Q12, Q22 = qcs[k - 1].blocks(values[k - 1])
+        aW, a11, a12 = np.abs(W), np.abs(Q11), np.abs(Q12)
+        yield k - 1, k - 1, W.T @ Q11 @ W, aW.T @ a11 @ aW
+        yield k - 1, k, W.T @ Q12, aW.T @ a12
+        yield k, k - 1, Q12.T @ W, a12.T @ aW
+        yield k, k, Q22, np.abs(Q22)
+
+
 def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
     """Check an ℓ2 certificate of a feedforward network (math.md §2 / §4).
 
@@ -237,35 +280,17 @@ def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
     """
     t0 = time.perf_counter()
     dims = [W.shape[1] for W in Ws]  # n_0 .. n_l
-    off = np.concatenate([[0], np.cumsum(dims)])
-    n = int(off[-1])
     inner = max(max(W.shape) for W in Ws)
     frees = [qc.free_basis() for qc in qcs]
-    if n > SPARSE_ORDER and all(B is None for B in frees):
-        # deep block-tridiagonal LMIs: the same blocks in sparse storage, proved on the band
-        acc: dict = {}
-        for i, j, X, Xa in _feedforward_blocks(Ws, qcs, values):
-            if (i, j) in acc:
-                acc[(i, j)][0] += X
-                acc[(i, j)][1] += Xa
-            else:
-                acc[(i, j)] = [np.array(X, dtype=float), np.array(Xa, dtype=float)]
-        nb = len(dims)
-        grid = [[sp.csr_matrix((dims[i], dims[i])) if i == j else None for j in range(nb)] for i in range(nb)]
-        grid_abs = [row.copy() for row in grid]
-        for (i, j), (X, Xa) in acc.items():
-            grid[i][j], grid_abs[i][j] = sp.csr_matrix(X), sp.csr_matrix(Xa)
-        return _finish(sp.bmat(grid, format="csr"), sp.bmat(grid_abs, format="csr"), dims[0], Ws[0], inner, t0)
-    M = np.zeros((n, n))
-    Mabs = np.zeros((n, n))
-    for i, j, X, Xa in _feedforward_blocks(Ws, qcs, values):
-        bi, bj = slice(off[i], off[i + 1]), slice(off[j], off[j + 1])
-        M[bi, bj] += X
-        Mabs[bi, bj] += Xa
-    if any(B is not None for B in frees):
-        M, Mabs, inner, extra = on_subspace(M, Mabs, inner, Ws, frees, (np.arange(dims[0]), 1.0))
-        return _finish(M, Mabs, dims[0], Ws[0], inner, t0, extra)
-    return _finish(M, Mabs, dims[0], Ws[0], inner, t0)
+    Wl = Ws[-1]
+    blocks = list(feedforward_blocks(Ws, qcs, values)) + [(len(qcs), len(qcs), Wl.T @ Wl, np.abs(Wl).T @ np.abs(Wl))]
+    subspace = any(B is not None for B in frees)
+    M, Mabs = assemble(dims, blocks, sparse=sum(dims) > SPARSE_ORDER and not subspace)
+    rho_idx = np.arange(dims[0])
+    extra = None
+    if subspace:
+        M, Mabs, inner, extra = on_subspace(M, Mabs, inner, Ws, frees, (rho_idx, 1.0))
+    return prove_rho(M, Mabs, rho_idx, 1.0, inner, extra, t0)
 
 
 #: orders above which check_feedforward assembles the block-tridiagonal M in sparse storage (the
@@ -273,52 +298,59 @@ def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
 SPARSE_ORDER = 2000
 
 
-def _feedforward_blocks(Ws, qcs, values):
-    """The nonzero blocks (i, j, block of M, same assembly in absolute values) of check_feedforward's
-    M = Σ_k L_k^T Q_k L_k + E_l^T W_l^T W_l E_l, in assembly order."""
-    l = len(qcs)
-    for k in range(1, l + 1):
-        W = Ws[k - 1]
-        Q11, Q12, Q22 = qcs[k - 1].blocks(values[k - 1])
-        aW, a11, a12 = np.abs(W), np.abs(Q11), np.abs(Q12)
-        yield k - 1, k - 1, W.T @ Q11 @ W, aW.T @ a11 @ aW
-        yield k - 1, k, W.T @ Q12, aW.T @ a12
-        yield k, k - 1, Q12.T @ W, a12.T @ aW
-        yield k, k, Q22, np.abs(Q22)
-    Wl = Ws[-1]
-    yield l, l, Wl.T @ Wl, np.abs(Wl).T @ np.abs(Wl)
+def prove_rho(M, Mabs, rho_idx, rho_weight, inner: int, extra=None, t0: float | None = None) -> CheckResult:
+    """The checked ρ' for an LMI in which ρ enters as −ρ·w_i on the diagonal entries ``rho_idx``:
 
+        M(ρ) = M − ρ Σ_i w_i e_i e_i^T ⪯ 0      (ℓ2: ρ on the input block, w = 1;
+                                                 ℓ∞: ρ on the border coordinate, w = 2).
 
-def _finish(M, Mabs, n0, W0, inner, t0, extra=None) -> CheckResult:
-    """Smallest ρ with M0 − ρ E_0 ⪯ 0 (ρ on the first n0 coordinates), then the rounding proof."""
+    1. ρ_min exactly up to rounding: with H = M without the ρ coordinates (must be ≺ 0) and
+       S_0 = M_RR + M_RH (−H)^{-1} M_HR (Schur complement), ρ_min = λ_max(W^{-1/2} S_0 W^{-1/2}).
+    2. The rounding-safe proof :func:`psd_proof` of −M(ρ') ⪰ 0 at ρ' = ρ_min (1 + step), for
+       increasing steps.  ``extra(ρ, d)`` bounds a further perturbation (the subspace check).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
     n = M.shape[0]
     sparse = sp.issparse(M)
-    if n == n0:  # no hidden layer: M = W^T W − ρ I
-        rho_min = float(np.linalg.eigvalsh(M.toarray() if sparse else M)[-1])
+    R = np.asarray(rho_idx, dtype=int) % n
+    w = np.broadcast_to(np.asarray(rho_weight, dtype=float), R.shape).astype(float)
+    Hidx = np.setdiff1d(np.arange(n), R)
+    dense_part = (lambda A: A.toarray()) if sparse else (lambda A: A)
+    if Hidx.size == 0:
+        S0 = dense_part(M)[np.ix_(R, R)]
     else:
-        H = M[n0:, n0:]
+        r = R.size
+        if np.array_equal(R, np.arange(r)):  # ρ on the leading block (ℓ2)
+            H, B, MRR = M[r:, r:], M[r:, :r], M[:r, :r]
+        elif np.array_equal(R, np.arange(n - r, n)):  # ρ on the trailing block (ℓ∞ border)
+            H, B, MRR = M[:n - r, :n - r], M[:n - r, n - r:], M[n - r:, n - r:]
+        else:
+            H, B, MRR = M[Hidx][:, Hidx], M[Hidx][:, R], M[R][:, R]
         fac = _spd_factor(-H) if np.all(np.isfinite(H.data if sparse else H)) else None
         if fac is None:
             return CheckResult(False, float("inf"), float("inf"), float("nan"),
-                               "the hidden-layer block of the LMI is not negative definite for the solver's multipliers",
-                               time.perf_counter() - t0)
-        B = M[n0:, :n0].toarray() if sparse else M[n0:, :n0]
-        M00 = M[:n0, :n0].toarray() if sparse else M[:n0, :n0]
-        S0 = M00 + B.T @ _spd_solve(fac, B)  # Schur complement at ρ = 0
-        rho_min = float(sla.eigvalsh(S0, subset_by_index=[n0 - 1, n0 - 1])[0]) if n0 > 1 else float(S0[0, 0])
+                               "the LMI without its rho coordinates (the hidden-layer block) is not negative definite "
+                               "for the solver's multipliers", time.perf_counter() - t0)
+        B, MRR = dense_part(B), dense_part(MRR)
+        S0 = MRR + B.T @ _spd_solve(fac, B)  # Schur complement at ρ = 0
+    S0 = 0.5 * (S0 + S0.T) / np.sqrt(np.outer(w, w))
+    k = S0.shape[0]
+    rho_min = float(sla.eigvalsh(S0, subset_by_index=[k - 1, k - 1])[0]) if k > 1 else float(S0[0, 0])
     rho_min = max(rho_min, 0.0)
     scale = rho_min if rho_min > 0 else max(float(np.max(np.abs(M.diagonal()))), np.finfo(float).tiny)
     delta = float("nan")
     for step in _STEPS:
         rho = rho_min + step * scale
+        add = np.zeros(n)
+        add[R] = rho * w
         if sparse:
-            E0 = sp.diags(np.where(np.arange(n) < n0, rho, 0.0))
-            A, Aabs = (E0 - M).tocsr(), (Mabs + E0).tocsr()
+            E = sp.diags(add)
+            A, Aabs = (E - M).tocsr(), (Mabs + E).tocsr()
         else:
-            A = -M.copy()
-            A[np.arange(n0), np.arange(n0)] += rho
+            A = -M
+            A[np.arange(n), np.arange(n)] += add
             Aabs = Mabs.copy()
-            Aabs[np.arange(n0), np.arange(n0)] += rho
+            Aabs[np.arange(n), np.arange(n)] += add
         ok, delta = psd_proof(A, Aabs, inner, None if extra is None else (lambda d, r=rho: extra(r, d)))
         if ok:
             return CheckResult(True, float(rho), rho_min, delta,

@@ -35,22 +35,24 @@ rank ≤ 2 term (x_ab (e_a e_b^T + e_b e_a^T), or x_aa e_a e_a^T).
 
 **When it hurts.**  The separators add Σ_e s_e (s_e + 1)/2 free multipliers (s_e = order of
 separator e): a 784-100×5-10 net gets 4 × 5 050 = 20 200 on top of its 501.  Solvers whose cost
-is dominated by the PSD cone order (Clarabel: ≈ k⁴/4 doubles per cone of order k; SCS: one
-eigendecomposition per cone per iteration) gain a lot; Schur-complement interior-point methods
-(CVXOPT, SDPA, MOSEK: an m × m dense Newton system for m multipliers) pay m² and usually lose
-when the layers are wide.  :func:`should_decompose` encodes that choice (measurements in its
-docstring).  For a wide separator (s = 1 024 gives 524 800 variables per separator) it is
-never worth it.
+is dominated by the PSD cone order (a dense scaling block of ≈ k⁴/4 doubles per cone of order k,
+or one eigendecomposition per cone per iteration) gain a lot; Schur-complement interior-point
+methods (an m × m dense Newton system for m multipliers) pay m² and usually lose when the layers
+are wide.  Each backend declares which it is (``decomposition_pays``, lipsdp.backends) and
+:func:`should_decompose` reads that declaration (measurements: benchmarks/results-chordal.md).
+For a wide separator (s = 1 024 gives 524 800 variables per separator) it is never worth it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from .assembly import LMI, LMIProblem, LMITerm
+from .reductions import Chordal
 
 __all__ = [
     "DecomposedProblem",
@@ -185,6 +187,7 @@ class DecomposedProblem(LMIProblem):
     sep_slices: list = field(default_factory=list)
     source: LMIProblem | None = None
     lmi_index: list = field(default_factory=list)  # clique LMI j -> index of its source LMI
+    decomposed: ClassVar[bool] = True
 
     def sizes(self) -> dict:
         d = super().sizes()
@@ -340,6 +343,7 @@ def decompose(problem: LMIProblem) -> LMIProblem:
         sep_slices=sep_slices,
         source=problem,
         lmi_index=lmi_index,
+        rewrites=tuple(problem.rewrites) + (Chordal(problem.n_vars),),
     )
 
 
@@ -387,26 +391,20 @@ def separators_from_monolithic(dec: DecomposedProblem, theta: np.ndarray) -> np.
 
 
 # ------------------------------------------------------------------------------------------
-#: solvers whose cost is dominated by the PSD cone order (decomposition helps them)
-CONE_BOUND_SOLVERS = ("clarabel", "scs")
-
-
-def should_decompose(problem: LMIProblem, solver_name: str) -> bool:
+def should_decompose(problem: LMIProblem, backend) -> bool:
     """The ``decompose="auto"`` rule.
 
-    Decompose only for cone-order-bound solvers (Clarabel, SCS), when the largest clique is at
-    most half of the LMI order (≥ 3 layer blocks of similar width) and the separator variables
-    stay below 200 000.  Schur-complement IPMs (CVXOPT, SDPA, MOSEK) and lipsdp's own
-    structure-exploiting solver are never decomposed automatically: the m² Newton system
-    grows with the Σ s²/2 separator variables.
-
-    Measured (2 shared cores under load ≈ 8, so ±30%; ReLU 4-20×8-1, LMI order 164 → 8 cliques
-    of order 40, 161 → 1 631 variables; same checked bound 0.0360221 up to solver accuracy):
-    Clarabel 29.4 s → 21.3 s, SCS 50.1 s → 26.1 s, CVXOPT 12.2 s → 62.3 s (5× slower).
-    On 784-100×5-10 (order 600 → 5 cliques of order 200) Clarabel's estimated memory drops
-    from ≈ 240 GiB to ≈ 15 GiB (lipsdp.memory).
+    ``backend``: a backend instance, class or registered name.  Decompose only for backends that
+    declare ``decomposition_pays`` (cost dominated by the PSD cone order: a dense scaling block of
+    ≈ k⁴/4 doubles, or one eigendecomposition per cone per iteration), when the largest clique is
+    at most half of the LMI order (≥ 3 layer blocks of similar width) and the separator variables
+    stay below 200 000.  Schur-complement interior points and lipsdp's structure-exploiting
+    solvers are never decomposed automatically: the m² Newton system grows with the Σ s²/2
+    separator variables (measurements: benchmarks/results-chordal.md).
     """
-    if str(solver_name).lower() not in CONE_BOUND_SOLVERS:
+    from .backends import backend_class
+
+    if not backend_class(backend).decomposition_pays:
         return False
     best = False
     for lmi in problem.lmis:
@@ -423,9 +421,10 @@ def should_decompose(problem: LMIProblem, solver_name: str) -> bool:
     return best and separator_variable_count(problem) <= 200_000
 
 
-def decompose_if(problem: LMIProblem, decompose_opt="auto", solver_name: str = "") -> LMIProblem:
+def decompose_if(problem: LMIProblem, decompose_opt="auto", backend=None) -> LMIProblem:
     """The API hook: ``decompose_opt`` True → :func:`decompose`; False → unchanged; "auto" →
-    :func:`should_decompose`.  Anything else raises :class:`~lipsdp.errors.FormulationError`."""
+    :func:`should_decompose` for ``backend`` (instance, class or name; None: never).  Anything
+    else raises :class:`~lipsdp.errors.FormulationError`."""
     from .errors import FormulationError
 
     if decompose_opt is True or (isinstance(decompose_opt, str) and decompose_opt.lower() in ("true", "yes", "on")):
@@ -434,5 +433,5 @@ def decompose_if(problem: LMIProblem, decompose_opt="auto", solver_name: str = "
             isinstance(decompose_opt, str) and decompose_opt.lower() in ("false", "no", "off")):
         return problem
     if isinstance(decompose_opt, str) and decompose_opt.lower() == "auto":
-        return decompose(problem) if should_decompose(problem, solver_name) else problem
+        return decompose(problem) if backend is not None and should_decompose(problem, backend) else problem
     raise FormulationError(f"decompose: expected 'auto', True or False, got {decompose_opt!r}")

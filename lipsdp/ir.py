@@ -23,6 +23,7 @@ import numpy as np
 from scipy import special
 
 from .errors import InvalidNetworkError
+from .linop import as_linop, compose
 
 __all__ = [
     "Affine",
@@ -60,33 +61,47 @@ def _as_float_array(x, what: str, ndim: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Affine:
-    """x -> W x + b with W of shape (out, in) (the torch ``nn.Linear.weight`` orientation)."""
+    """x -> W x + b with W an (out × in) :class:`~lipsdp.linop.LinearOp` (the torch
+    ``nn.Linear.weight`` orientation).
 
-    weight: np.ndarray
+    The first argument may be an array, a scipy sparse matrix or a LinearOp (e.g.
+    :class:`lipsdp.linop.Conv`, which stays a convolution); it is stored as the operator ``op``.
+    ``weight`` returns it as a dense array (densifies structured operators: use ``op`` in code
+    that must scale).
+    """
+
+    op: object
     bias: np.ndarray | None = None
     name: str = ""
 
     def __post_init__(self):
         label = f"affine layer {self.name!r}" if self.name else "affine layer"
-        object.__setattr__(self, "weight", _as_float_array(self.weight, f"{label} weight", 2))
+        op = as_linop(self.op, f"{label} weight")
+        object.__setattr__(self, "op", op)
         if self.bias is not None:
             b = _as_float_array(np.ravel(self.bias), f"{label} bias", 1)
-            if b.shape[0] != self.weight.shape[0]:
+            if b.shape[0] != op.shape[0]:
                 raise InvalidNetworkError(
-                    f"{label}: bias has {b.shape[0]} entries but the weight has {self.weight.shape[0]} rows"
+                    f"{label}: bias has {b.shape[0]} entries but the weight has {op.shape[0]} rows"
                 )
             object.__setattr__(self, "bias", b)
 
     @property
+    def weight(self) -> np.ndarray:
+        """The dense weight matrix (a copy for structured operators)."""
+        return self.op.to_dense()
+
+    @property
     def in_dim(self) -> int:
-        return self.weight.shape[1]
+        return self.op.shape[1]
 
     @property
     def out_dim(self) -> int:
-        return self.weight.shape[0]
+        return self.op.shape[0]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        y = x @ self.weight.T
+        x = np.asarray(x, dtype=float)
+        y = self.op.matvec(x.T).T
         return y if self.bias is None else y + self.bias
 
 
@@ -117,6 +132,12 @@ class Activation:
     def lipschitz(self) -> float:
         """ℓ2 Lipschitz constant of the activation map itself (for naive bounds)."""
         return 1.0
+
+    @property
+    def lipschitz_inf(self) -> float:
+        """ℓ∞ → ℓ∞ Lipschitz constant of the activation map (for naive ℓ∞ bounds); default from the
+        ℓ2 one: ‖·‖_∞ ≤ ‖·‖_2 ≤ √n ‖·‖_∞."""
+        return float(self.lipschitz) * float(np.sqrt(self.size or 1))
 
 
 # --- slope-restricted, elementwise ---------------------------------------------------------------
@@ -249,6 +270,10 @@ class SlopeRestricted(Activation):
     def lipschitz(self) -> float:
         return float(np.max(np.maximum(np.abs(self.alpha), np.abs(self.beta))))
 
+    @property
+    def lipschitz_inf(self) -> float:
+        return self.lipschitz  # elementwise
+
 
 # --- GroupSort / MaxMin ---------------------------------------------------------------------
 
@@ -298,6 +323,10 @@ class GroupSort(Activation):
 
     def describe(self):
         return "maxmin" if self.group_size == 2 else f"groupsort{self.group_size}"
+
+    @property
+    def lipschitz_inf(self) -> float:
+        return 1.0  # sorting is non-expansive in every ℓp
 
 
 def MaxMin(name: str = "", size: int | None = None) -> GroupSort:
@@ -357,6 +386,15 @@ class Householder(Activation):
 
     def with_size(self, n):
         return Householder(self.vectors, self.name, n)
+
+    @property
+    def lipschitz_inf(self) -> float:
+        """Continuous piecewise linear: the max over the pieces {I, I − 2vv^T} of ‖·‖_{∞→∞}."""
+        worst = 1.0
+        for v in self.vectors:
+            R = np.eye(v.size) - 2 * np.outer(v, v)
+            worst = max(worst, float(np.max(np.abs(R).sum(axis=1))))
+        return worst
 
     def forward(self, v):
         g = self.group_size
@@ -436,9 +474,9 @@ class Network:
                 bias = None
                 if prev.bias is not None or layer.bias is not None:
                     b1 = prev.bias if prev.bias is not None else np.zeros(prev.out_dim)
-                    bias = layer.weight @ b1 + (layer.bias if layer.bias is not None else 0.0)
+                    bias = layer.op.matvec(b1) + (layer.bias if layer.bias is not None else 0.0)
                 name = "+".join(n for n in (prev.name, layer.name) if n)
-                layer = Affine(layer.weight @ prev.weight, bias, name)
+                layer = Affine(compose(layer.op, prev.op), bias, name)
             merged.append(layer)
         if not isinstance(merged[0], Affine):
             raise InvalidNetworkError(f"the first layer must be affine (linear), got {type(merged[0]).__name__}")
@@ -506,7 +544,13 @@ class Network:
 
     @property
     def weights(self) -> list[np.ndarray]:
+        """The affine maps as dense arrays (densifies structured operators; see :attr:`ops`)."""
         return [a.weight for a in self.affines]
+
+    @property
+    def ops(self) -> list:
+        """The affine maps as :class:`~lipsdp.linop.LinearOp` (structured operators kept)."""
+        return [a.op for a in self.affines]
 
     @property
     def dims(self) -> list[int]:
@@ -538,7 +582,7 @@ class Network:
         J = np.eye(self.input_dim)
         for layer in self.layers:
             if isinstance(layer, Affine):
-                J = layer.weight @ J
+                J = layer.op.matvec(J)
                 y = layer.forward(y)
             elif isinstance(layer, Activation):
                 J = layer.jacobian(y) @ J
@@ -548,7 +592,7 @@ class Network:
                 yb = y
                 for inner in layer.body:
                     if isinstance(inner, Affine):
-                        Jb = inner.weight @ Jb
+                        Jb = inner.op.matvec(Jb)
                     else:
                         Jb = inner.jacobian(yb) @ Jb
                     yb = inner.forward(yb)

@@ -18,6 +18,7 @@ from lipsdp.backends.chain import ChainBackend, _Chain
 from lipsdp.errors import SolverError
 from lipsdp.formulations import formulation_for
 from lipsdp.io import from_weights, load
+from lipsdp.ir import Affine, MaxMin, Network, Residual, SlopeRestricted
 
 from .refdata import REFDATA as REF
 
@@ -174,3 +175,87 @@ def test_stopped_run_returns_its_best_iterate():
         bounds.append(form.bound_from_rho(chk.rho))
     assert bounds[1] <= bounds[0] * (1 + 1e-9)
     assert float(lower_bound(net)) <= bounds[1]
+
+
+# --- capabilities as data -----------------------------------------------------------------------
+def _band_builds(problem) -> bool:
+    """The reference answer (what ``applies`` did before ``accepts``): build the solver's band."""
+    try:
+        for lmi in problem.lmis:
+            _Chain(lmi, problem.n_vars, 0)
+    except SolverError:
+        return False
+    return True
+
+
+def _residual_problem():
+    """A residual net's lifted LMI (math.md §7): the skip connections couple non-adjacent blocks."""
+    rng = np.random.default_rng(0)
+    net = Network([
+        Affine(rng.standard_normal((4, 3))),
+        Residual((Affine(0.5 * rng.standard_normal((6, 4))), MaxMin(), Affine(0.5 * rng.standard_normal((4, 6))))),
+        Residual((Affine(0.5 * rng.standard_normal((4, 4))), SlopeRestricted("relu"))),
+        Affine(rng.standard_normal((2, 4))),
+    ])
+    return formulation_for(net, "l2", "neuron").problem()
+
+
+def _three_blocks(F0=None, U=None, C=None):
+    n = 3
+    F0 = sp.csr_matrix((n, n)) if F0 is None else sp.csr_matrix(F0)
+    lmi = LMI(n, F0, [LMITerm(0, sp.csc_matrix(U), np.asarray(C, dtype=float))], [1, 1, 1])
+    return LMIProblem(1, np.array([1.0]), np.array([True]), [lmi], {"rho": slice(0, 1)})
+
+
+def _capability_cases():
+    cases = {
+        "not_tridiagonal": (_not_tridiagonal(), False),
+        "residual": (_residual_problem(), False),
+        # F0 entry between blocks 0 and 2
+        "F0_off_band": (_three_blocks(F0=np.array([[0, 0, 1.0], [0, 0, 0], [1.0, 0, 0]]),
+                                      U=np.eye(3)[:, :1], C=[[-1.0]]), False),
+        # diagonal C: columns e_0 and e_2 each lie in one block, so the term is split and accepted ...
+        "diag_split": (_three_blocks(U=np.eye(3)[:, [0, 2]], C=np.diag([-1.0, -2.0])), True),
+        # ... but not when the two columns are coupled by C, nor when a column itself spans blocks 0 and 2
+        "coupled_split": (_three_blocks(U=np.eye(3)[:, [0, 2]], C=[[-1.0, 0.5], [0.5, -1.0]]), False),
+        "column_spans": (_three_blocks(U=np.array([[1.0, 0], [0, 1.0], [1.0, 0]]), C=np.diag([-1.0, -1.0])), False),
+    }
+    for seed, dims in [(0, [5, 12, 3]), (1, [6, 10, 10, 2]), (2, [4, 12, 10, 12, 1]), (3, [4, 8, 8, 8, 8, 8, 1]),
+                       (0, [4] + [64] * 24 + [1]), (0, [784] + [100] * 5 + [10])]:
+        cases[f"relu{dims}"] = (formulation_for(from_weights(mlp(seed, dims)), "l2", "neuron").problem(), True)
+    for act, method in [("relu", "neuron"), ("maxmin", "chain")]:
+        net = from_weights(mlp(7, [12, 8, 8, 3]), activation=act)
+        cases[f"linf_{act}"] = (formulation_for(net, "linf", method, 1).problem(), True)
+    if RANDOM.exists():
+        cases["random_weights"] = (formulation_for(load(RANDOM), "l2", "neuron").problem(), True)
+        cases["mnist"] = (formulation_for(load(MNIST), "l2", "neuron").problem(), True)
+        cases["fc16_maxmin"] = (formulation_for(load(FC16, activation="maxmin"), "l2", "neuron").problem(), True)
+    return cases
+
+
+def test_accepts_agrees_with_building_the_band():
+    """``accepts`` reads the declared structure only; on every problem of this file, a residual net
+    and hand-made edge cases it answers what building the solver's band answers (and what was
+    expected: feedforward LMIs yes, residual / off-band no)."""
+    for name, (prob, expected) in _capability_cases().items():
+        got = ChainBackend.accepts(prob)
+        assert got == _band_builds(prob) == expected, name
+        assert ChainBackend.applies(prob) == got, name  # the old name, kept as an alias
+
+
+def test_capabilities_are_data():
+    assert ChainBackend.anytime is True
+    assert ChainBackend.exploits == ("block-tridiagonal",)
+
+
+def test_memory_model():
+    """memory_doubles is the chain formula of the memory guard (lipsdp/memory.py's table, moved
+    here): 30·Σ_k b_k² + 10·R·b_max doubles, R the number of term columns — linear in depth."""
+    for dims in ([5, 12, 3], [4] + [64] * 24 + [1], [784] + [100] * 5 + [10]):
+        prob = formulation_for(from_weights(mlp(0, dims)), "l2", "neuron").problem()
+        b = prob.lmis[0].blocks
+        R = sum(t.U.shape[1] for t in prob.lmis[0].terms)
+        assert ChainBackend.memory_doubles(prob) == 30.0 * sum(k * k for k in b) + 10.0 * R * max(b)
+    deep = [formulation_for(from_weights(mlp(0, [8] + [16] * k + [1])), "l2", "neuron").problem() for k in (10, 20)]
+    m10, m20 = (ChainBackend.memory_doubles(p) for p in deep)
+    assert 1.8 < m20 / m10 < 2.2  # linear in depth

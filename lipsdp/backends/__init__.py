@@ -1,17 +1,30 @@
-"""Solver backends behind one small interface, in one preference-ordered registry.
+"""Solver backends behind one small interface, in one registry; capabilities as declarations.
 
-``get_backend(name)`` returns an instance (raising a clear error for unknown or unusable
-solvers); ``installed_backends()`` lists what can run here; ``choose_auto(problem)`` picks by
-problem size, from measurements recorded in the README ("Choosing a solver").
+Each backend class declares what it can do (:mod:`lipsdp.backends.base`: ``accepts``,
+``memory_doubles``, ``anytime``, ``exploits``, ``decomposition_pays``, ``accurate``, ``licence``
+and its auto preference).  Everything here reads those declarations; nothing names a solver:
+
+- ``get_backend(name)`` returns an instance (a clear error for unknown or unusable solvers);
+- ``installed_backends()`` lists what can run here;
+- ``choose_auto(problem)`` picks the installed backend of lowest ``auto_rank`` whose size window
+  (``auto_min_order`` ≤ largest LMI order ≤ ``auto_max_order``, at least ``auto_min_blocks``
+  coordinate blocks per LMI) admits the problem and which ``accepts`` it;
+- ``candidates(problem, solver)`` is what ``certify`` tries in turn: for ``"auto"`` the auto
+  choice then the other ranked backends that admit and accept the problem (accurate ones first);
+  for a name, that backend alone, or an error saying why it cannot and what can.
+
+Adding a backend: a :class:`Backend` subclass with its declarations in its own file, and one
+line in :data:`BUILTIN` here (``"myfile:MyBackend"``), or ``register_backend(MyBackend)`` in user
+code.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from lipsdp.errors import SolverError, SolverNotAvailableError
 
-from .base import Backend, SolveOptions, SolveResult, STATUSES
-from .cvxpy_backends import ClarabelBackend, CVXOPTBackend, MOSEKBackend, SCSBackend, SDPABackend
-from .native import NativeBackend
+from .base import Backend, ProblemStats, SolveOptions, SolveResult, STATUSES, problem_stats
 from .chain import ChainBackend
 
 __all__ = [
@@ -19,30 +32,64 @@ __all__ = [
     "SolveOptions",
     "SolveResult",
     "STATUSES",
+    "ProblemStats",
+    "problem_stats",
     "REGISTRY",
+    "BUILTIN",
     "register_backend",
+    "backend_class",
     "get_backend",
     "installed_backends",
     "choose_auto",
-    "AUTO_RULES",
+    "candidates",
+    "suggest_solvers",
     "CHAIN_MIN_BLOCKS",
     "CHAIN_MIN_ORDER",
 ]
 
-#: name -> backend class, in order of preference
+#: name -> backend class, in registration order (ties in the auto order and listings follow it)
 REGISTRY: dict[str, type[Backend]] = {}
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
-    """Add a backend class (usable as a decorator)."""
+    """Add a backend class (usable as a decorator); a class of the same name is replaced."""
     if not (isinstance(cls, type) and issubclass(cls, Backend) and cls.name):
         raise TypeError(f"register_backend: {cls!r} must be a Backend subclass with a name")
     REGISTRY[cls.name] = cls
     return cls
 
 
-for _cls in (NativeBackend, CVXOPTBackend, SDPABackend, ClarabelBackend, SCSBackend, MOSEKBackend, ChainBackend):
-    register_backend(_cls)
+#: deep layer chains go to the linear-in-depth ``chain`` backend (its declarations; kept as names)
+CHAIN_MIN_BLOCKS = ChainBackend.auto_min_blocks
+CHAIN_MIN_ORDER = ChainBackend.auto_min_order
+
+
+#: the built-in backends, one line each ("module:Class" under lipsdp.backends), in listing order;
+#: what auto prefers is declared on the classes
+BUILTIN = (
+    "native:NativeBackend",
+    "cvxpy_backends:CVXOPTBackend",
+    "cvxpy_backends:SDPABackend",
+    "cvxpy_backends:ClarabelBackend",
+    "cvxpy_backends:SCSBackend",
+    "cvxpy_backends:MOSEKBackend",
+    "chain:ChainBackend",
+)
+for _entry in BUILTIN:
+    _module, _class = _entry.split(":")
+    register_backend(getattr(importlib.import_module(f"{__name__}.{_module}"), _class))
+
+
+def backend_class(backend) -> type[Backend]:
+    """The registered class for a backend given as a name, a class or an instance."""
+    if isinstance(backend, Backend):
+        return type(backend)
+    if isinstance(backend, type) and issubclass(backend, Backend):
+        return backend
+    key = str(backend).lower()
+    if key not in REGISTRY:
+        raise SolverError(f"unknown solver {backend!r}; valid: auto, {', '.join(REGISTRY)}")
+    return REGISTRY[key]
 
 
 def installed_backends() -> list[str]:
@@ -61,38 +108,92 @@ def get_backend(name: str) -> Backend:
     return cls()
 
 
-#: (largest LMI order, solver) in order: the first whose limit is not exceeded and that is
-#: installed wins.  Measured on 2 cores, see README "Choosing a solver".
-AUTO_RULES: list[tuple[float, str]] = [
-    # native (lipsdp's low-rank primal-dual IPM) measured in one run on 2 loaded cores:
-    # mnist_weights.mat (order 100) 1.65 s vs CVXOPT 3.76 s, same checked bound to 7e-10;
-    # 784-100×5-10 (order 600) ≈ 36 s wall / 9.5 s CPU vs CVXOPT 1 858 s wall (bounds 4.0182627 vs
-    # 4.0182644 checked).  CVXOPT kept for tiny LMIs, where both take well under a second.
-    (60, "cvxopt"),
-    (float("inf"), "native"),
-]
+def _installed() -> list[type[Backend]]:
+    out = [cls for cls in REGISTRY.values() if cls.availability()[0]]
+    if not out:
+        hint = "; ".join(f"{n}: pip install {' '.join(c.REQUIRED_MODULES)}" for n, c in REGISTRY.items())
+        raise SolverNotAvailableError(f"no SDP solver is installed ({hint})")
+    return out
 
 
-#: deep layer chains go to the linear-in-depth ``chain`` backend: at least this many coordinate
-#: blocks and this LMI order, and every LMI block tridiagonal.  Measured on the ECLipsE grid
-#: (width 80, benchmarks/run.py; one run, 2 cores): depth 20 (order 1605) within a 48 s budget chain
-#: 0.00605 vs native 0.0158, to optimality 88 s vs 74 s (same bound to 0.3%); depth 50 / 100:
-#: 1.13e-7 / 6.97e-10 vs native's 1.81e-7 / 1.54e-9 (a dense Newton step there costs tens of s).
-CHAIN_MIN_BLOCKS = 20
-CHAIN_MIN_ORDER = 1500
+def _admits(cls: type[Backend], problem) -> bool:
+    """The auto size window of ``cls`` (cheap: sizes only)."""
+    order = problem.max_order
+    return (cls.auto_rank is not None and cls.auto_min_order <= order <= cls.auto_max_order
+            and min(len(lmi.blocks or [lmi.size]) for lmi in problem.lmis) >= cls.auto_min_blocks)
+
+
+def _auto_order(problem, installed: list[type[Backend]]) -> list[type[Backend]]:
+    """Installed ranked backends whose window admits ``problem``, in auto order (a chordally
+    decomposed problem goes first to those for which decomposition pays)."""
+    ranked = [cls for cls in installed if _admits(cls, problem)]
+    return sorted(ranked, key=lambda c: (not (problem.decomposed and c.decomposition_pays), c.auto_rank))
+
+
+def _who_accepts(problem, installed: list[type[Backend]]) -> list[str]:
+    return [cls.name for cls in installed if cls.accepts(problem)]
 
 
 def choose_auto(problem) -> str:
-    order = problem.max_order
-    avail = set(installed_backends())
-    if (order >= CHAIN_MIN_ORDER and "chain" in avail
-            and min(len(lmi.blocks) for lmi in problem.lmis) >= CHAIN_MIN_BLOCKS
-            and ChainBackend.applies(problem)):
-        return "chain"
-    for limit, name in AUTO_RULES:
-        if order <= limit and name in avail:
-            return name
-    for name in REGISTRY:
-        if name in avail:
-            return name
-    raise SolverNotAvailableError("no SDP solver is installed; pip install cvxopt (or scs, clarabel)")
+    """Name of the backend ``solver="auto"`` uses for ``problem`` (read from the declarations)."""
+    installed = _installed()
+    for cls in _auto_order(problem, installed):
+        if cls.accepts(problem):
+            return cls.name
+    # no ranked backend fits: any installed one that accepts the problem, accurate ones first
+    for cls in sorted(installed, key=lambda c: not c.accurate):
+        if cls.accepts(problem):
+            return cls.name
+    raise SolverError("no installed solver accepts this problem ("
+                      + "; ".join(f"{c.name} needs {c.requires}" for c in installed if c.requires) + ")")
+
+
+def candidates(problem, solver: str = "auto") -> list[Backend]:
+    """The backends ``certify`` tries in turn on ``problem``.
+
+    ``"auto"``: the auto choice, then the other ranked installed backends that admit and accept
+    the problem, accurate (interior-point) ones first — each used only if the previous one
+    returned no point or one that failed the independent check.  A name: that backend alone;
+    :class:`~lipsdp.errors.SolverError` if it does not accept the problem, saying why and which
+    installed solvers do.
+    """
+    if str(solver).lower() != "auto":
+        backend = get_backend(solver)
+        if not backend.accepts(problem):
+            others = _who_accepts(problem, _installed())
+            raise SolverError(
+                f"solver {backend.name!r} cannot solve this problem: it needs "
+                f"{backend.requires or 'a different problem structure'}; use solver='auto' or one of: "
+                f"{', '.join(others) or 'none installed'}"
+            )
+        return [backend]
+    first = choose_auto(problem)
+    rest = [cls for cls in _auto_order(problem, _installed()) if cls.name != first and cls.accepts(problem)]
+    rest.sort(key=lambda c: not c.accurate)  # stable: rank order within each group
+    return [get_backend(first)] + [cls() for cls in rest]
+
+
+def suggest_solvers(problem=None, exclude=(), limit: int = 3) -> str:
+    """For messages that suggest another solver: up to ``limit`` installed backends (accepting
+    ``problem`` when given) other than ``exclude``, accurate ones first, as ``"solver='a', 'b'
+    or 'c'"``; ``"another solver"`` when there is none."""
+    skip = {str(e).lower() for e in exclude}
+    try:
+        installed = _installed()
+    except SolverNotAvailableError:
+        installed = []
+    names = [c.name for c in sorted(installed, key=lambda c: not c.accurate)
+             if c.name not in skip and (problem is None or c.accepts(problem))][:limit]
+    if not names:
+        return "another solver"
+    quoted = [f"'{n}'" for n in names]
+    return "solver=" + (quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1])
+
+
+#: compatibility view (read-only, built at import): (auto_max_order, name) of the ranked backends
+#: without a minimum size, by rank.  ``choose_auto`` reads the class declarations, not this list.
+AUTO_RULES: list[tuple[float, str]] = [
+    (cls.auto_max_order, cls.name)
+    for cls in sorted(REGISTRY.values(), key=lambda c: c.auto_rank if c.auto_rank is not None else 1 << 30)
+    if cls.auto_rank is not None and not cls.auto_min_order and not cls.auto_min_blocks
+]

@@ -3,6 +3,17 @@
 The LMI problem is handed to cvxpy in one affine expression per LMI,
 ``reshape(vec(F0) + F θ, (n, n)) ⪯ 0`` with F the sparse matrix of vec(U_i C_i U_i^T), which
 keeps cvxpy's canonicalisation cheap (no per-multiplier expression tree).
+
+Memory models (:meth:`memory_doubles`, 8-byte doubles; documented solver facts, notes/anchors.md
+"Solver facts"; order-of-magnitude guards, a factor ≈ 2 either way).  m multipliers, n_j the
+PSD cone orders, nnz ≤ Σ_i r_i² (r_i nonzero rows of U_i) + nnz(F0):
+
+- cvxpy canonicalisation, every backend here: 6·nnz + 2·Σ_j n_j² (sparse data with indices,
+  copied by its reductions, and the dense vec(F0));
+- Schur-complement interior points (CVXOPT, SDPA, MOSEK): m² + m·Σ_j n_j² (dense Newton matrix,
+  and the scaled data, one n_j × n_j block per cone);
+- Clarabel: Σ_j (n_j(n_j+1)/2)² ≈ n⁴/4 per cone (dense scaling block in its KKT system);
+- SCS: 2·nnz + 3·Σ_j n_j² (A and its factorised KKT, eigendecomposition workspace per cone).
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from .base import Backend, SolveOptions, SolveResult
+from .base import Backend, ProblemStats, SolveOptions, SolveResult, problem_stats
 
 __all__ = ["CvxpyBackend", "SCSBackend", "ClarabelBackend", "CVXOPTBackend", "SDPABackend", "MOSEKBackend"]
 
@@ -23,6 +34,16 @@ __all__ = ["CvxpyBackend", "SCSBackend", "ClarabelBackend", "CVXOPTBackend", "SD
 class CvxpyBackend(Backend):
     CVXPY_NAME: str = ""
     REQUIRED_MODULES = ("cvxpy",)
+
+    @classmethod
+    def solver_doubles(cls, s: ProblemStats) -> float:
+        """The solver's own peak storage (default: a Schur-complement interior point)."""
+        return float(s.m) ** 2 + float(s.m) * s.sum_sq
+
+    @classmethod
+    def memory_doubles(cls, problem) -> dict[str, float]:
+        s = problem_stats(problem)
+        return {cls.name: cls.solver_doubles(s), "cvxpy": 6.0 * s.nnz + 2.0 * s.sum_sq}
 
     def solver_kwargs(self, options: SolveOptions) -> dict:  # pragma: no cover - per solver
         return {}
@@ -112,6 +133,14 @@ class SCSBackend(CvxpyBackend):
     CVXPY_NAME = "SCS"
     REQUIRED_MODULES = ("cvxpy", "scs")
     description = "first-order splitting (SCS); fast per iteration, low accuracy — always checked"
+    licence = "MIT"
+    exploits = ("cone-order", "sparse data")
+    decomposition_pays = True
+    auto_rank = 3  # last resort after the accurate ones (first-order: low accuracy)
+
+    @classmethod
+    def solver_doubles(cls, s):
+        return 2.0 * s.nnz + 3.0 * s.sum_sq
 
     def solver_kwargs(self, o):
         kw = {"eps_abs": o.tol, "eps_rel": o.tol, "max_iters": o.max_iters or 200000}
@@ -125,6 +154,14 @@ class ClarabelBackend(CvxpyBackend):
     CVXPY_NAME = "CLARABEL"
     REQUIRED_MODULES = ("cvxpy", "clarabel")
     description = "interior point (Clarabel); accurate, dense PSD scaling: slow beyond ~100×100 blocks"
+    licence = "Apache-2.0"
+    exploits = ("cone-order",)
+    decomposition_pays = True
+    accurate = True
+
+    @classmethod
+    def solver_doubles(cls, s):
+        return float(sum((k * (k + 1) / 2.0) ** 2 for k in s.orders))
 
     def solver_kwargs(self, o):
         kw = {"tol_gap_abs": o.tol, "tol_gap_rel": o.tol, "tol_feas": o.tol}
@@ -140,6 +177,8 @@ class CVXOPTBackend(CvxpyBackend):
     CVXPY_NAME = "CVXOPT"
     REQUIRED_MODULES = ("cvxpy", "cvxopt")
     description = "interior point (CVXOPT); accurate at small and mid sizes"
+    licence = "GPL-3.0-or-later"
+    accurate = True
 
     def solver_kwargs(self, o):
         return {"abstol": o.tol, "reltol": o.tol, "feastol": o.tol, "max_iters": o.max_iters or 100}
@@ -150,6 +189,9 @@ class SDPABackend(CvxpyBackend):
     CVXPY_NAME = "SDPA"
     REQUIRED_MODULES = ("cvxpy", "sdpap")
     description = "interior point (SDPA via sdpa-python); accurate at mid sizes"
+    licence = "GPL-2.0"
+    accurate = True
+    auto_rank = 2  # first accurate fallback after the native solver
 
     def solver_kwargs(self, o):
         kw = {"epsilonStar": o.tol, "epsilonDash": o.tol}
@@ -163,6 +205,8 @@ class MOSEKBackend(CvxpyBackend):
     CVXPY_NAME = "MOSEK"
     REQUIRED_MODULES = ("cvxpy", "mosek")
     description = "interior point (MOSEK); needs a licence"
+    licence = "proprietary (MOSEK licence required)"
+    accurate = True
 
     @classmethod
     def availability(cls):

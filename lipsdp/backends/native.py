@@ -22,7 +22,8 @@ The θ-iterates are kept *strictly feasible* (every step is accepted only after 
 factorisation of −F(θ) succeeds), starting from a cheap layer-wise point (nonneg multipliers
 geometric in the depth, free ones 0, the objective variables raised until −F ≻ 0).  So when
 the time or iteration budget runs out the current point is a valid (sub-optimal) answer, returned
-with status ``"time_limit"``; like every backend result it is checked independently afterwards.
+with status ``"time_limit"``; like every backend result it is checked independently afterwards
+(lipsdp.check, math.md §9).  Measurements behind the rules below: benchmarks/results-native.md.
 
 It stops as ``"optimal"`` when the duality gap ⟨X, S⟩ + x^T s is below tol · |c^T θ| — relative
 to the objective itself, which for deep contracting nets is 1e-7 or less in normalised units — and
@@ -40,7 +41,7 @@ import scipy.sparse as sp
 
 from lipsdp.errors import SolverError
 
-from .base import Backend, SolveOptions, SolveResult
+from .base import Backend, SolveOptions, SolveResult, problem_stats
 
 __all__ = ["NativeBackend", "layerwise_start"]
 
@@ -274,8 +275,8 @@ def _max_step(L, D, cap=1.0):
 
 
 def _inv_from_chol(L):
-    """(L L^T)^{-1} from the lower Cholesky factor (LAPACK potri; measured 1.3–1.5× faster than a
-    triangular inverse and a GEMM at orders 600–1300 here)."""
+    """(L L^T)^{-1} from the lower Cholesky factor (LAPACK potri: faster than a triangular inverse
+    and a GEMM, benchmarks/results-native.md)."""
     from scipy.linalg import lapack
 
     A, info = lapack.dpotri(L, lower=1)
@@ -326,8 +327,30 @@ class NativeBackend(Backend):
     name = "native"
     REQUIRED_MODULES = ("numpy", "scipy")
     description = "lipsdp's own interior point: low-rank Schur complement, strictly feasible iterates (anytime)"
+    licence = "MIT"
+    anytime = True
+    accurate = True
+    exploits = ("low-rank terms",)
+    requires = "the monolithic LMI (not chordally decomposed: it exploits the monolithic structure itself)"
+    auto_rank = 1
+
+    @classmethod
+    def accepts(cls, problem) -> bool:
+        return not problem.decomposed
+
+    @classmethod
+    def memory_doubles(cls, problem) -> dict[str, float]:
+        """4·R² + 3·Σ_j n_j² (R = total columns of the U_i: the P, Q, R, H matrices of math.md
+        §10, and the dense S = (−M)^{-1} with its factor); no modelling layer."""
+        s = problem_stats(problem)
+        return {cls.name: 4.0 * float(s.R) ** 2 + 3.0 * s.sum_sq}
 
     def solve(self, problem, options: SolveOptions) -> SolveResult:
+        if not self.accepts(problem):
+            raise SolverError(
+                f"native solver: expected {self.requires}; use decompose=False, or a solver for which the "
+                "chordal split pays (solver='clarabel' / 'scs') with decompose=True"
+            )
         return self._guarded(self._solve, problem, options)
 
     # ------------------------------------------------------------------------------------------
@@ -342,12 +365,6 @@ class NativeBackend(Backend):
         th = layerwise_start(lambda: self._depths(problem, lmis), problem.nonneg, obj, feasible, problem.start)
         if th is not None:
             return th
-        if getattr(problem, "source", None) is not None:
-            raise SolverError(
-                "native solver: no strictly feasible start for a chordally decomposed problem (its separator "
-                "variables would need one); expected the monolithic LMI — use decompose=False (the native solver "
-                "exploits the monolithic structure itself) or solver='clarabel' / 'scs' with decompose=True"
-            )
         raise SolverError(
             "native solver: could not find a strictly feasible starting point (tried layer-wise multipliers "
             "and raising the objective variables); expected a LipSDP-type problem whose objective variables "
@@ -382,10 +399,10 @@ class NativeBackend(Backend):
         Why: the MaxMin/GroupSort QC has a recession direction (γ, τ) ∝ (−1, 1) whose term is
         −(1^T Δv − 1^T Δφ)² per group — an exact penalty of the linear identity sum(out) = sum(in).
         The supremum is approached only as |γ| → ∞, so an interior-point method drifts along it
-        (measured: |γ| ≈ 3·10³ on the ℓ∞ LMI of 5FC-32, diagonal entries 10⁴× the rest) and ends
-        on points too ill-conditioned for the rounding-safe check.  The penalty makes the optimum
-        finite; its cost in the bound is ≤ eps·Σ|θ_free| at the solution (reported back), and the
-        check recomputes the bound from the multipliers anyway.  Returns (problem, n_orig, free).
+        (measured: benchmarks/results-native.md) and ends on points too ill-conditioned for the
+        rounding-safe check.  The penalty makes the optimum finite; its cost in the bound is
+        ≤ eps·Σ|θ_free| at the solution (reported back), and the check recomputes the bound from
+        the multipliers anyway.  Returns (problem, n_orig, free).
         """
         from dataclasses import replace
 
@@ -452,12 +469,10 @@ class NativeBackend(Backend):
         s = theta[nn].copy()
         nu = sum(P.n for P in lmis) + len(nn)
         Sinv = [_inv_from_chol(L) for L in Ls]
-        # X0 = ξ S0^{-1}: a large ξ (far from the boundary) matters on deep contracting nets —
-        # measured on the ECLipsE grid depth 10 from the generic start: ξ = 1 stalled at a bound
-        # 11× above the optimum, ξ = 100 converged in 30 steps.
-        # (the linear block's x = 1/s stays unscaled: scaling it too made depth 10 stall again)
+        # X0 = ξ S0^{-1}: a large ξ (far from the boundary) matters on deep contracting nets; the
+        # linear block's x = 1/s stays unscaled (measured: benchmarks/results-native.md)
         base = max(1.0, abs(float(c @ theta)) / nu)
-        # from the formulation's centred warm start ξ = 10 suffices (784-100×5-10: 5.0 s vs 5.9 s)
+        # from the formulation's centred warm start ξ = 10 suffices
         xi = 10.0 if problem.start is not None and np.array_equal(theta, problem.start) else 100.0
         Xs = [Si * (xi * base) for Si in Sinv]
         x = base / s
@@ -494,9 +509,8 @@ class NativeBackend(Backend):
             gap = sum(float(np.sum(X * S)) for X, S in zip(Xs, Ss)) + float(x @ s)
             mu = gap / nu
             pobj = float(c @ theta)
-            # relative to the objective itself (SolveOptions.tol is relative): max(1, |obj|) made it
-            # absolute below 1, and deep contracting nets have normalised objectives of 1e-7 —
-            # ECLipsE grid depth 20 stopped at 0.0065 (optimum 0.005862); now 0.0058631
+            # relative to the objective itself (SolveOptions.tol is relative; deep contracting nets
+            # have normalised objectives of 1e-7, so an absolute gap stops far too early: benchmarks/results-native.md)
             relgap = gap / max(abs(pobj), 1e-300)
             pinf = np.linalg.norm(rp) / bnorm
             if options.verbose:
@@ -506,14 +520,13 @@ class NativeBackend(Backend):
                 status = "optimal"
                 break
             if relgap < 10 * tol and pinf < max(tol, 1e-9) * 10 and min(ap, ad) < 0.5:
-                # within 10× of the tolerance and the steps collapse (numerical limit: measured on
-                # ℓ∞ 18FC-64, 4 more steps of ap ≈ 0.2 took the gap from 1.25e-8 to 1.07e-8)
+                # within 10× of the tolerance and the steps collapse (numerical limit: benchmarks/results-native.md)
                 status, msg = "optimal", f"steps shrink at relative gap {relgap:.1e} (numerical limit)"
                 break
             hist.append(relgap)
             objs.append(pobj)
             pinfs.append(pinf)
-            w = 3 if relgap < 1e-5 else 6  # far from optimal: a longer window (18FC-128 recovers)
+            w = 3 if relgap < 1e-5 else 6  # far from optimal: a longer window (slow progress may resume)
             if (len(hist) > 8 and pinf < 1e-2  # (the early steps may raise the bound)
                     and min(hist[-w:]) > 0.5 * min(hist[:-w])  # no progress in w steps:
                     and min(pinfs[-w:]) > 0.5 * min(pinfs[:-w])  # nor in feasibility
@@ -526,7 +539,7 @@ class NativeBackend(Backend):
             now = time.perf_counter()
             step_time = now - (t_prev if it > 1 else t0)  # the last Newton step's duration
             t_prev = now
-            # stop when the next step would likely end past the limit (wide nets: ~40 s a step)
+            # stop when the next step would likely end past the limit (a step of a wide net is long)
             if options.time_limit is not None and now - t0 + (step_time if it > 1 else 0.0) > options.time_limit:
                 status, msg = "time_limit", f"time limit {options.time_limit} s reached"
                 break
@@ -549,8 +562,7 @@ class NativeBackend(Backend):
             dth = self._msolve(Mf, rhs)
             stp = self._direction(lmis, Xs, Sinv, x, s, nn, dth, mu, sigma, step_a, Ya)
             # fraction to the boundary 0.9 + 0.09·min(predictor steps) (SDPT3's rule): far from the
-            # path a cautious 0.9, close to it up to 0.99 — measured: ℓ∞ 8FC-128 44 → 28 Newton steps,
-            # 18FC-32 43 → 30, grid d10 22 → 20, 784-100×5-10 18 → 17 (fixed 0.95 before)
+            # path a cautious 0.9, close to it up to 0.99 (fewer Newton steps than a fixed 0.95: benchmarks/results-native.md)
             ap, ad = self._steps(lmis, Ls, LXs, x, s, nn, stp, dth, min(0.99, 0.9 + 0.09 * min(ap, ad)))
             # --- update (θ must stay strictly feasible: verified by Cholesky)
             while True:

@@ -1,48 +1,77 @@
-"""Formulations: (network structure, norm) → LMI problem, multiplier recovery, certificate check.
+"""Formulations: (model, norm, method, output) → LMI problem, multiplier recovery, checked bound.
 
-Each formulation class provides ``problem()``, ``recover(problem, θ)``, ``check(recovered)``,
-``naive_bound()``, ``bound_from_rho(ρ)`` and ``trivial()``; see :mod:`.feedforward` for the
-reference implementation.  Register new ones in :data:`FORMULATIONS`.
+Every formulation implements the :class:`~.base.Formulation` contract.  :func:`formulation_for`
+selects one by the model's *type* and the norm, from :data:`FORMULATIONS`; a few methods name a
+formulation of their own (:data:`METHOD_FORMULATIONS`).  Register new ones with
+:func:`register_formulation`.
 """
 
 from __future__ import annotations
 
-from ..errors import FormulationError
-from .feedforward import FeedforwardL2, Recovered, naive_l2, select_output
+from ..errors import FormulationError, InvalidNetworkError
+from ..ir import Network
+from .base import Formulation, Recovered, matrix_of, select_output
+from .feedforward import FeedforwardL2, naive_l2
+from .implicit import ImplicitL2, ImplicitNetwork
+from .linf import FeedforwardLinf, MaxOverOutputs
+from .residual import ResidualL2
+from .rr import ResidualReLU
 
-__all__ = ["FORMULATIONS", "register_formulation", "formulation_for", "FeedforwardL2", "Recovered",
-           "naive_l2", "select_output"]
-
-#: (structure, norm) -> formulation class; structure is "feedforward" or "residual"
-FORMULATIONS: dict[tuple[str, str], type] = {("feedforward", "l2"): FeedforwardL2}
+__all__ = ["FORMULATIONS", "METHOD_FORMULATIONS", "register_formulation", "formulation_for", "structure_of",
+           "Formulation", "FeedforwardL2", "FeedforwardLinf", "MaxOverOutputs", "ResidualL2", "ImplicitL2",
+           "ResidualReLU", "Recovered", "naive_l2", "select_output", "matrix_of"]
 
 
-def register_formulation(structure: str, norm: str, cls: type) -> None:
-    FORMULATIONS[(structure, norm)] = cls
+def _linf_feedforward(network, method, output):
+    """ℓ∞ of a vector-valued network without ``output``: the max over its outputs."""
+    if output is None and network.output_dim > 1:
+        return MaxOverOutputs(network, method)
+    return FeedforwardLinf(network, method, output)
 
 
-def formulation_for(network, norm: str, method: str, output=None):
-    if method == "residual-relu":  # LipSDP-RR baseline (rr.py)
-        from .rr import ResidualReLU
+#: (structure, norm) -> formulation factory (class or callable(model, method, output))
+FORMULATIONS: dict[tuple[str, str], object] = {
+    ("feedforward", "l2"): FeedforwardL2,
+    ("feedforward", "linf"): _linf_feedforward,
+    ("residual", "l2"): ResidualL2,
+    ("implicit", "l2"): ImplicitL2,
+}
 
-        if norm != "l2":
-            raise FormulationError(f"method='residual-relu' supports norm='l2' only, got {norm!r}")
-        return ResidualReLU(network, method, output)
-    structure = "feedforward" if network.is_feedforward else "residual"
+#: method -> {norm: factory}: methods that are formulations of their own (LipSDP-RR baseline)
+METHOD_FORMULATIONS: dict[str, dict[str, object]] = {
+    "residual-relu": {"l2": ResidualReLU},
+}
+
+
+def register_formulation(structure: str, norm: str, factory) -> None:
+    """Register ``factory(model, method, output)`` for models of ``structure`` and ``norm``."""
+    FORMULATIONS[(structure, norm)] = factory
+
+
+def structure_of(model) -> str:
+    """"feedforward", "residual" or "implicit", by the model's type."""
+    if isinstance(model, ImplicitNetwork):
+        return "implicit"
+    if isinstance(model, Network):
+        return "feedforward" if model.is_feedforward else "residual"
+    raise InvalidNetworkError(
+        f"cannot formulate a {type(model).__name__}: expected a lipsdp Network or ImplicitNetwork "
+        "(lipsdp.certify converts torch modules, weight files and weight lists)")
+
+
+def formulation_for(model, norm: str, method: str = "neuron", output=None) -> Formulation:
+    """The formulation for ``model`` (Network or ImplicitNetwork), ``norm`` and ``method``."""
+    structure = structure_of(model)
+    if method in METHOD_FORMULATIONS:
+        by_norm = METHOD_FORMULATIONS[method]
+        if norm not in by_norm:
+            raise FormulationError(f"method={method!r} supports norm {', '.join(map(repr, by_norm))} only, got {norm!r}")
+        if structure == "implicit":
+            raise FormulationError(f"method={method!r} does not apply to implicit models; use 'neuron' or 'layer'")
+        return by_norm[norm](model, method, output)
     try:
-        cls = FORMULATIONS[(structure, norm)]
+        factory = FORMULATIONS[(structure, norm)]
     except KeyError:
         valid = sorted({nm for (st, nm) in FORMULATIONS if st == structure})
-        raise FormulationError(f"norm {norm!r} is not supported for {structure} networks; valid: {valid}") from None
-    form = cls(network, method, output)
-    from .reduced import Reduced
-
-    # GroupSort / Householder with P-free multipliers: solve on the subspace they preserve
-    return Reduced(form) if Reduced.applies(form) else form
-
-# --- further formulations (linf.py, residual.py, rr.py) ---------------------------------------
-from .linf import FeedforwardLinf  # noqa: E402
-from .residual import ResidualL2  # noqa: E402
-
-register_formulation("feedforward", "linf", FeedforwardLinf)
-register_formulation("residual", "l2", ResidualL2)
+        raise FormulationError(f"norm {norm!r} is not supported for {structure} models; valid: {valid}") from None
+    return factory(model, method, output)

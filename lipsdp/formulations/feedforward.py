@@ -1,133 +1,170 @@
-"""Formulations: network + norm + method → an :class:`~lipsdp.assembly.LMIProblem`, and back.
+"""Feedforward networks, ℓ2: LipSDP-Neuron / -Layer and LipSDP-NSR (math.md §2, §4, Theorem 1).
 
-A formulation owns the three things that must agree with each other:
+    M(ρ, θ) = Σ_k L_k^T Q_k(θ_k) L_k + blkdiag(−ρ I, 0, …, 0, W_l^T W_l) ⪯ 0,
+    L_k = [W_{k−1} E_{k−1}; E_k],   bound = sqrt(ρ),
 
-* ``problem()`` — the (preconditioned, reduced) LMI problem handed to a backend;
-* ``recover(θ)`` — the solver's multipliers mapped back to the *original* network coordinates;
-* ``check(multipliers)`` — the independent certificate check (:mod:`lipsdp.check`) on the
-  original network, returning the checked bound.
+on the coordinate blocks (Δx^0, …, Δx^l); Q_k is the QC of activation layer k
+(:mod:`lipsdp.constraints`).  Along any two trajectories every L_k^T Q_k L_k term is ≥ 0, so
+ξ^T M ξ ≤ 0 gives ‖Δf‖² ≤ ρ ‖Δx‖².
 
-Preconditioning (exact for every QC family here, since slope-restricted, GroupSort and
-Householder classes are invariant under φ → φ(c·)/c): each W_k is divided by s_k = ‖W_k‖_2.
-With σ_k = Π_{j<k} s_j the hidden coordinates scale as x'^k = x^k/σ_k, so the multipliers map
-back as θ_k = θ'_k σ_{l+1}² / σ_k² (math.md §3 for the input reduction, which leaves the hidden
-multipliers unchanged).
+Rewrites before solving (:mod:`lipsdp.reductions`, all exact):
+
+* **normalisation** — each W_k is divided by s_k ≈ ‖W_k‖_2.  With σ_k = Π_{j<k} s_j the
+  coordinates of block k scale by σ_k/σ_{l+1} (a diagonal congruence) and the multipliers as
+  θ'_k = θ_k σ_k²/σ_{l+1}², ρ' = ρ/σ_{l+1}² — exact for every QC family here, which are invariant
+  under φ → φ(c·)/c;
+* **input reduction** (dense W_0 with fewer rows than columns) — ρI − W_0^T X W_0 ⪰ 0 ⇔
+  ρI − V^T W_0^T X W_0 V ⪰ 0 with V the right singular vectors of W_0 (math.md §3);
+* **preserved subspace** for GroupSort / Householder layers (:mod:`.reduced`).
+
+The :class:`FeedforwardFamily` base is shared with the ℓ∞ formulation (:mod:`.linf`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from lipsdp.constraints import constraint_for
 
-from ..assembly import LMI, LMIProblem, LMITerm, lift_terms
+from ..assembly import LMI, LMIProblem, LMITerm, Layout, lift_terms
 from ..check import CheckResult, check_feedforward
 from ..errors import FormulationError
 from ..ir import Network
+from ..linop import Dense
+from ..reductions import InputReduction, Margin, Scale
+from .base import Formulation, Recovered, matrix_of, select_output
+from .reduced import HIDDEN_MARGIN, subspace_reduction
 
 #: the warm start's multipliers are ECLipsE-Fast's times this (a centred, strictly feasible point)
 START_SCALE = 2.0
 
-__all__ = ["FeedforwardL2", "Recovered", "select_output", "naive_l2"]
-
-
-def select_output(W_last: np.ndarray, output) -> np.ndarray:
-    """The last weight restricted to one logit (int) or a direction c (vector): c^T W_l."""
-    if output is None:
-        return W_last
-    m = W_last.shape[0]
-    if isinstance(output, (int, np.integer)):
-        if not 0 <= int(output) < m:
-            raise FormulationError(f"output={output} is out of range: the network has {m} outputs (0..{m - 1})")
-        return W_last[[int(output)], :]
-    c = np.asarray(output, dtype=float).ravel()
-    if c.shape[0] != m or not np.all(np.isfinite(c)):
-        raise FormulationError(f"output vector c must have {m} finite entries (one per output), got shape {c.shape}")
-    return (c @ W_last)[None, :]
+__all__ = ["FeedforwardFamily", "FeedforwardL2", "Recovered", "select_output", "naive_l2", "START_SCALE"]
 
 
 def naive_l2(Ws, activations=()) -> float:
     """Product of spectral norms, times each activation's own Lipschitz constant (1 for ReLU)."""
-    return float(np.prod([np.linalg.norm(W, 2) for W in Ws]) * np.prod([a.lipschitz for a in activations]))
+    norms = [W.norm2_estimate() if hasattr(W, "norm2_estimate") else np.linalg.norm(W, 2) for W in Ws]
+    return float(np.prod(norms) * np.prod([a.lipschitz for a in activations]))
 
 
-@dataclass
-class Recovered:
-    """Multipliers in original coordinates: one dict per hidden layer, plus the solver's ρ."""
+class FeedforwardFamily(Formulation):
+    """What the feedforward ℓ2 and ℓ∞ formulations share: the layers as operators, the QCs, the
+    normalisation scales and the QC blocks of the LMI.  Subclasses add the input/output rows."""
 
-    layers: list[dict]
-    rho_solver: float
-
-
-class FeedforwardL2:
-    """ℓ2 LipSDP / LipSDP-NSR for feedforward networks (math.md §2, §4, Theorem 1).
-
-        M(ρ, θ) = Σ_k L_k^T Q_k(θ_k) L_k + blkdiag(−ρ I, 0, …, 0, W_l^T W_l) ⪯ 0,  bound = sqrt(ρ).
-    """
-
-    norm = "l2"
+    #: margin added on the hidden diagonal after the subspace reduction
+    hidden_margin = HIDDEN_MARGIN
 
     def __init__(self, network: Network, method: str = "neuron", output=None):
-        if not network.is_feedforward:
-            raise FormulationError("FeedforwardL2 needs a feedforward network (no residual blocks)")
+        if not isinstance(network, Network) or not network.is_feedforward:
+            raise FormulationError(f"{type(self).__name__} needs a feedforward lipsdp Network (no residual blocks)")
+        super().__init__(network, method, output)
         self.network = network
-        self.method = method
-        Ws = [np.array(W) for W in network.weights]
-        Ws[-1] = select_output(Ws[-1], output)
-        self.Ws = Ws
+        ops = list(network.ops)
+        ops[-1] = select_output(ops[-1], output)
+        self.ops = ops
         self.qcs = [constraint_for(a, method) for a in network.activations]
-        s = np.array([np.linalg.norm(W, 2) for W in Ws])
+        s = np.array([op.norm2_estimate() for op in ops])
         self.zero = bool(np.any(s == 0))
         s[s == 0] = 1.0
         self.s = s
         self.sigma = np.concatenate([[1.0], np.cumprod(s)])  # σ_0 .. σ_{l+1}
-        Wn = [W / sk for W, sk in zip(Ws, s)]
-        self.reduced_from = Wn[0].shape[1]
-        if len(Wn) > 1 and Wn[0].shape[0] < Wn[0].shape[1]:
-            U, S, _ = np.linalg.svd(Wn[0], full_matrices=False)
-            Wn[0] = U * S  # ρI − W_0^T X W_0 ⪰ 0 ⇔ ρI − (US)^T X (US) ⪰ 0 (math.md §3)
-        self.Wn = Wn
+        self.frees = [qc.free_basis() for qc in self.qcs]
 
-    # ------------------------------------------------------------------------------------
+    @property
+    def Ws(self) -> list:
+        """The layer maps as the check uses them (dense arrays; scipy sparse for structured ops)."""
+        if not hasattr(self, "_Ws"):
+            self._Ws = [matrix_of(op) for op in self.ops]
+        return self._Ws
+
+    def dims(self) -> list[int]:
+        return [int(op.shape[1]) for op in self.ops]  # n_0 .. n_l
+
+    @property
+    def check_order(self) -> int:
+        return int(sum(self.dims()))
+
+    def trivial(self):
+        return 0.0 if self.zero else None
+
+    def _qc_terms(self, layout: Layout, off, size) -> list:
+        terms = []
+        for k, qc in enumerate(self.qcs, start=1):
+            terms += lift_terms(qc, self.ops[k - 1], off[k - 1], off[k], size, layout.offsets[k - 1])
+        return terms
+
+    def _normalised_dense(self) -> list[np.ndarray]:
+        """W_k / s_k as dense arrays, the first one input-reduced as the solver's problem is."""
+        Wn = [op.to_dense() / sk for op, sk in zip(self.ops, self.s)]
+        V = self._input_basis()
+        if V is not None:
+            Wn[0] = Wn[0] @ V
+        return Wn
+
+    def _input_basis(self):
+        return None
+
+    def _subspace_steps(self, border: int) -> list:
+        if all(B is None for B in self.frees):
+            return []
+        Wn = self._normalised_dense()
+        step = subspace_reduction(Wn, self.qcs, self.frees, self._layout, border)
+        hidden = np.arange(step.blocks[0], step.blocks[0] + sum(step.blocks[1: len(self.qcs) + 1]))
+        return [step, Margin(self.hidden_margin, [hidden])]
+
+
+class FeedforwardL2(FeedforwardFamily):
+    """ℓ2 LipSDP / LipSDP-NSR for feedforward networks (see the module docstring)."""
+
+    norm = "l2"
+
     def naive_bound(self) -> float:
-        return naive_l2(self.Ws, self.network.activations)
+        return naive_l2(self.ops, self.network.activations)
 
-    def problem(self) -> LMIProblem:
-        Wn, qcs = self.Wn, self.qcs
-        dims = [Wn[0].shape[1]] + [W.shape[0] for W in Wn[:-1]]
+    def build(self) -> LMIProblem:
+        dims = self.dims()
         off = np.concatenate([[0], np.cumsum(dims)]).astype(int)
         size = int(off[-1])
-        layout = {"rho": slice(0, 1)}
-        var_offsets = []
-        pos = 1
-        for k, qc in enumerate(qcs, start=1):
-            offs = {}
-            for p in qc.params():
-                layout[f"layer{k}.{p.name}"] = slice(pos, pos + p.size)
-                offs[p.name] = pos
-                pos += p.size
-            var_offsets.append(offs)
-        nonneg = np.zeros(pos, dtype=bool)
-        nonneg[0] = True
-        for k, qc in enumerate(qcs, start=1):
-            for p in qc.params():
-                nonneg[layout[f"layer{k}.{p.name}"]] = p.nonneg
+        layout = Layout([("rho", 1, True)], self.qcs)
+        self._layout = layout.slices
         n0 = dims[0]
         terms = [LMITerm(0, sp.csc_matrix((np.ones(n0), (np.arange(n0), np.arange(n0))), shape=(size, n0)), -np.eye(n0))]
-        for k, qc in enumerate(qcs, start=1):
-            terms += lift_terms(qc, Wn[k - 1], off[k - 1], off[k], size, var_offsets[k - 1])
-        Wl = Wn[-1]
-        last = Wl.T @ Wl
+        terms += self._qc_terms(layout, off, size)
+        Wl = self.ops[-1].to_sparse()
         F0 = sp.lil_matrix((size, size))
-        F0[off[-2]:off[-1], off[-2]:off[-1]] = last
-        c = np.zeros(pos)
-        c[0] = 1.0
-        return LMIProblem(pos, c, nonneg, [LMI(size, F0.tocsr(), terms, dims)], layout, self.start(layout, pos))
+        F0[off[-2]:off[-1], off[-2]:off[-1]] = (Wl.T @ Wl).toarray()
+        return LMIProblem(layout.n_vars, layout.objective(), layout.nonneg, [LMI(size, F0.tocsr(), terms, dims)],
+                          layout.slices)
 
-    def start(self, layout, n_vars) -> np.ndarray | None:
+    def _input_basis(self):
+        """V (n_0 × n_1): the right singular vectors of a dense W_0 with fewer rows than columns."""
+        if len(self.ops) < 2 or not isinstance(self.ops[0], Dense) or self.ops[0].shape[0] >= self.ops[0].shape[1]:
+            return None
+        if not hasattr(self, "_V"):
+            _, _, Vt = np.linalg.svd(self.ops[0].to_dense() / self.s[0], full_matrices=False)
+            self._V = Vt.T
+        return self._V
+
+    def reductions(self) -> list:
+        sig, dims = self.sigma, self.dims()
+        l = len(self.qcs)
+        d = np.concatenate([np.full(n, sig[k] / sig[l + 1]) for k, n in enumerate(dims)])
+        kappa = np.empty(self._layout_size())
+        kappa[self._layout["rho"]] = 1.0 / sig[l + 1] ** 2
+        for k, qc in enumerate(self.qcs, start=1):
+            for p in qc.params():
+                kappa[self._layout[f"layer{k}.{p.name}"]] = (sig[k] / sig[l + 1]) ** 2
+        steps = [Scale([d], kappa)]
+        V = self._input_basis()
+        if V is not None:
+            steps.append(InputReduction(V))
+        return steps + self._subspace_steps(border=0)
+
+    def _layout_size(self) -> int:
+        return max(sl.stop for sl in self._layout.values())
+
+    def start(self, problem) -> np.ndarray | None:
         """ECLipsE-Fast's layer-wise multipliers as a strictly feasible warm start, or None.
 
         Xu & Sivaranjani, "ECLipsE: Efficient Compositional Lipschitz Constant Estimation for Deep
@@ -136,15 +173,18 @@ class FeedforwardL2:
         (D_k = diag(α + β)), t_k = 1/λ_max(A_k) (maximises λ_min(2t I − t² A_k)),
         X_k = 2 t_k I − t_k² A_k ≻ 0; finally c = λ_max(W_l X_l^{-1} W_l^T) and (ρ, λ_k) = f c (1, t_k):
         f = 1 + ε gives ECLipsE-Fast's bound; f = START_SCALE = 2 centres the point for the
-        interior-point method (784-100×5-10: 20 Newton steps instead of 26 from the generic start).
-        Slope-restricted layers with αβ ≥ 0 only (the dropped 2αβ W^T T W blocks are then PSD, so
-        the point stays feasible); None otherwise.
+        interior-point method.  Slope-restricted layers with αβ ≥ 0 only (the dropped 2αβ W^T T W
+        blocks are then PSD, so the point stays feasible); None otherwise.  In the coordinates of
+        the normalised, input-reduced problem (the one solved).
         """
         if not self.qcs or any(getattr(a, "kind", "") != "slope" for a in self.network.activations):
             return None
-        X = np.eye(self.Wn[0].shape[1])
+        if any(s.name == "subspace" for s in problem.rewrites) or not all(isinstance(op, Dense) for op in self.ops):
+            return None
+        Wn = self._normalised_dense()
+        X = np.eye(Wn[0].shape[1])
         ts = []
-        for k, (W, a) in enumerate(zip(self.Wn[:-1], self.network.activations), start=1):
+        for k, (W, a) in enumerate(zip(Wn[:-1], self.network.activations), start=1):
             al, be = np.broadcast_to(a.alpha, (W.shape[0],)), np.broadcast_to(a.beta, (W.shape[0],))
             if np.any(al * be < 0):
                 return None
@@ -156,34 +196,15 @@ class FeedforwardL2:
             t = 1.0 / amax
             X = 2 * t * np.eye(W.shape[0]) - t * t * A
             ts.append(t)
-        Wl = self.Wn[-1]
+        Wl = Wn[-1]
         c = float(np.linalg.eigvalsh(Wl @ np.linalg.solve(X, Wl.T))[-1]) * START_SCALE
         if not np.isfinite(c) or c <= 0:
             return None
-        th = np.zeros(n_vars)
-        th[layout["rho"]] = c
+        th = np.zeros(problem.n_vars)
+        th[problem.layout["rho"]] = c
         for k, t in enumerate(ts, start=1):
-            th[layout[f"layer{k}.lambda"]] = c * t
+            th[problem.layout[f"layer{k}.lambda"]] = c * t
         return th
-
-    def recover(self, problem: LMIProblem, theta: np.ndarray) -> Recovered:
-        vals = problem.unpack(theta)
-        layers = []
-        sig = self.sigma
-        l = len(self.qcs)
-        for k, qc in enumerate(self.qcs, start=1):
-            raw = {p.name: vals[f"layer{k}.{p.name}"] for p in qc.params()}
-            layers.append(qc.scaled(qc.project(raw), sig[l + 1] ** 2 / sig[k] ** 2))
-        return Recovered(layers, float(vals["rho"][0]) * sig[l + 1] ** 2)
 
     def check(self, rec: Recovered) -> CheckResult:
         return check_feedforward(self.Ws, self.qcs, rec.layers)
-
-    def bound_from_rho(self, rho: float) -> float:
-        return float(np.nextafter(np.sqrt(rho), np.inf))
-
-    def trivial(self) -> float | None:
-        """A bound known without solving (zero weights, or no hidden layer), else None."""
-        if self.zero:
-            return 0.0
-        return None

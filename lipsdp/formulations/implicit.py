@@ -20,16 +20,15 @@ and the check proves T − W^T T W ≻ 0 and T ≻ 0 strictly with :func:`lipsdp
 (rounding-safe Cholesky with a positive margin δ).  A certificate is ``verified`` only when
 both the Lipschitz LMI and well-posedness are proven; the message reports both.
 
-Normalisation: U and C are divided by their spectral norms (z scales by 1/‖U‖ since φ is
-positively homogeneous in the QC sense); θ = θ' ‖C‖², ρ = ρ' ‖U‖² ‖C‖².  W is not scaled.
+Normalisation (the :class:`~lipsdp.reductions.Scale` rewrite): U and C are divided by their
+spectral norms, i.e. a congruence by D = diag(1/(‖U‖‖C‖) on x, 1/‖C‖ on z) with
+θ = θ' ‖C‖², ρ = ρ' ‖U‖² ‖C‖²; W is not scaled.  Then the input reduction (d > n) and the
+margins ε above (tightenings).
 Revay, Wang, Manchester, "Lipschitz bounded equilibrium networks" (2020) for the contraction
 argument; Pauli et al., ICLR 2024 (arXiv 2401.14033) for the QCs.
 """
 
 from __future__ import annotations
-
-import time
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,12 +37,13 @@ from lipsdp.constraints import constraint_for
 
 from ..assembly import LMI, LMIProblem, LMITerm
 from ..check import CheckResult, psd_proof
-from ..errors import FormulationError, InvalidNetworkError, SolverError
+from ..errors import InvalidNetworkError, SolverError
 from ..ir import Activation, GroupSort, SlopeRestricted
-from .feedforward import Recovered
-from .residual import Lifted, check_lifted, lifted_problem
+from ..reductions import InputReduction, Margin, Scale
+from .base import Formulation, Recovered, select_output
+from .residual import MARGIN, Lifted, check_lifted, lifted_problem
 
-__all__ = ["ImplicitNetwork", "ImplicitL2", "certify_implicit", "implicit_lower_bound", "WELLPOSED_MARGIN"]
+__all__ = ["ImplicitNetwork", "ImplicitL2", "implicit_lower_bound", "WELLPOSED_MARGIN"]
 
 #: strictness of T − W^T T W ⪰ ε I and T ⪰ ε I in the solver's (normalised) problem
 WELLPOSED_MARGIN = 1e-6
@@ -162,33 +162,31 @@ def _t_matrix(qc, vals):
     return qc.blocks(vals)[0]  # Q11 = T − 2S with S = 0
 
 
-class ImplicitL2:
-    """The formulation object (problem / recover / check), used by :func:`certify_implicit`."""
+class ImplicitL2(Formulation):
+    """ℓ2 bound and well-posedness of an implicit model (module docstring)."""
 
     norm = "l2"
 
-    def __init__(self, model, method: str = "neuron"):
-        m = ImplicitNetwork.coerce(model)
-        self.model = m
-        self.method = method
+    def __init__(self, model, method: str = "neuron", output=None):
+        if not isinstance(model, ImplicitNetwork):
+            raise InvalidNetworkError(f"ImplicitL2 needs an ImplicitNetwork, got {type(model).__name__}")
+        super().__init__(model, method, output)
+        m = model
         act = m.activation
         self.qc = constraint_for(act, method)
         self.qcs = [self.qc]
+        C = select_output(m.C, output)
+        self.C = C
         n, d = m.W.shape[0], m.input_dim
         self.n, self.d = n, d
-        self.orig = Lifted(d, [np.hstack([m.U, m.W])], [self.qc], np.hstack([np.zeros((m.output_dim, d)), m.C]),
-                           [1.0], 1.0)
-        sU = float(np.linalg.norm(m.U, 2)) or 1.0
-        sC = float(np.linalg.norm(m.C, 2)) or 1.0
-        Un = m.U / sU
+        self.orig = Lifted(d, [np.hstack([m.U, m.W])], [self.qc], np.hstack([np.zeros((C.shape[0], d)), C]), [1.0], 1.0)
+        self.sU = float(np.linalg.norm(m.U, 2)) or 1.0
+        self.sC = float(np.linalg.norm(C, 2)) or 1.0
+        self._V = None
         if d > n:
-            Uu, S, _ = np.linalg.svd(Un, full_matrices=False)
-            Un = Uu * S
-        dr = Un.shape[1]
-        self.lift = Lifted(dr, [np.hstack([Un, m.W])], [self.qc], np.hstack([np.zeros((m.output_dim, dr)), m.C / sC]),
-                           [1.0 / sU], 1.0 / sU * sC)
-        self.sU, self.sC = sU, sC
-        self.zero = not np.any(m.U) or not np.any(m.C)
+            _, _, Vt = np.linalg.svd(m.U, full_matrices=False)
+            self._V = Vt.T
+        self.zero = not np.any(m.U) or not np.any(C)
         if act.kind == "slope":
             self.one_lipschitz = bool(np.all(act.alpha >= -1.0) and np.all(act.beta <= 1.0))
         else:
@@ -205,27 +203,44 @@ class ImplicitL2:
     def trivial(self):
         return 0.0 if self.zero else None
 
-    def problem(self) -> LMIProblem:
-        base = lifted_problem(self.lift)
+    def dims(self):
+        return [self.d, self.n]
+
+    @property
+    def check_order(self) -> int:
+        return self.d + self.n
+
+    def build(self) -> LMIProblem:
+        base = lifted_problem(self.orig, margin=0.0)
+        self._layout = base.layout
         W = self.model.W
         n = self.n
-        eps = WELLPOSED_MARGIN
         I = sp.identity(n, format="csc")
         t_wp, t_pos = [], []
         for name, i, T in _t_basis(self.qc):
             var = base.layout[f"layer1.{name}"].start + i
             t_wp.append(LMITerm(var, I, W.T @ T @ W - T))
             t_pos.append(LMITerm(var, I, -T))
-        F = sp.csr_matrix(eps * np.eye(n))
-        base.lmis.append(LMI(n, F, t_wp, [n]))
-        base.lmis.append(LMI(n, F.copy(), t_pos, [n]))
+        Z = sp.csr_matrix((n, n))
+        base.lmis.append(LMI(n, Z, t_wp, [n]))
+        base.lmis.append(LMI(n, Z.copy(), t_pos, [n]))
         return base
 
-    def recover(self, problem, theta) -> Recovered:
-        vals = problem.unpack(theta)
-        raw = {p.name: vals[f"layer1.{p.name}"] for p in self.qc.params()}
-        lam = self.qc.scaled(self.qc.project(raw), self.sC ** 2)
-        return Recovered([lam], float(vals["rho"][0]) * (self.sU * self.sC) ** 2)
+    def reductions(self) -> list:
+        sU, sC, d, n = self.sU, self.sC, self.d, self.n
+        dz = np.full(n, 1.0 / sC)
+        kappa = np.empty(max(sl.stop for sl in self._layout.values()))
+        kappa[self._layout["rho"]] = 1.0 / (sU * sC) ** 2
+        for p in self.qc.params():
+            kappa[self._layout[f"layer1.{p.name}"]] = 1.0 / sC ** 2
+        steps = [Scale([np.concatenate([np.full(d, 1.0 / (sU * sC)), dz]), dz, dz], kappa)]
+        dr = d
+        if self._V is not None:
+            steps.append(InputReduction(self._V))
+            dr = self._V.shape[1]
+        steps.append(Margin(MARGIN, [np.arange(dr, dr + n), None, None]))
+        steps.append(Margin(WELLPOSED_MARGIN, [None, np.arange(n), np.arange(n)]))
+        return steps
 
     def wellposed(self, values) -> tuple[bool, str]:
         """Prove T ≻ 0 and T − W^T T W ≻ 0 (rounding-safe Cholesky, psd_proof)."""
@@ -248,13 +263,17 @@ class ImplicitL2:
         res.message = f"{res.message}; {msg}"
         return res
 
-    def bound_from_rho(self, rho: float) -> float:
-        return float(np.nextafter(np.sqrt(rho), np.inf))
+    def lower_bound(self) -> tuple[float, str]:
+        return implicit_lower_bound(self.model, output=self.output), "quotient"
 
 
-def implicit_lower_bound(model, samples: int = 64, seed: int = 0) -> float:
-    """Largest finite-difference quotient ‖y(x + h d) − y(x)‖ / ‖h d‖ along top Jacobian directions."""
+def implicit_lower_bound(model, samples: int = 64, seed: int = 0, output=None) -> float:
+    """Largest finite-difference quotient ‖y(x + h d) − y(x)‖ / ‖h d‖ along top Jacobian directions
+    (of c^T y for ``output`` = c or a logit index)."""
     m = ImplicitNetwork.coerce(model)
+    if output is not None:
+        C = select_output(m.C, output)
+        m = ImplicitNetwork(m.W, m.U, C, m.activation, m.b)
     rng = np.random.default_rng(seed)
     best = 0.0
     for _ in range(samples):
@@ -267,43 +286,3 @@ def implicit_lower_bound(model, samples: int = 64, seed: int = 0) -> float:
             q = float(np.linalg.norm(m.forward(x + h * d) - y0)) / (h * float(np.linalg.norm(d)))
             best = max(best, q)
     return best
-
-
-def certify_implicit(model, norm: str = "l2", method: str = "neuron", solver: str = "auto", lower: bool = True,
-                     tol: float = 1e-8, time_limit=None, verbose: bool = False):
-    """Certify an ℓ2 bound of an implicit model and its well-posedness (module docstring)."""
-    from ..api import Certificate, CertificationWarning
-    from ..backends import SolveOptions, choose_auto, get_backend
-
-    if norm != "l2":
-        raise FormulationError(f"implicit models: only norm='l2' is supported, got {norm!r}")
-    t_start = time.perf_counter()
-    form = ImplicitL2(model, method)
-    timings = {"build": 0.0, "solve": 0.0, "check": 0.0}
-    t0 = time.perf_counter()
-    problem = form.problem()
-    timings["build"] = time.perf_counter() - t0
-    name = choose_auto(problem) if str(solver).lower() == "auto" else str(solver).lower()
-    backend = get_backend(name)
-    res = backend.solve(problem, SolveOptions(tol=tol, time_limit=time_limit, verbose=verbose))
-    timings["solve"] = res.seconds
-    if res.theta is None:
-        raise SolverError(f"solver {backend.name} returned no point (status {res.status}: {res.message}); "
-                          "try solver='sdpa', 'scs' or 'clarabel', or method='chain'; if the problem is infeasible "
-                          "the model may not be provably well posed")
-    rec = form.recover(problem, res.theta)
-    t0 = time.perf_counter()
-    chk = form.check(rec)
-    timings["check"] = time.perf_counter() - t0
-    solver_bound = float(np.sqrt(max(rec.rho_solver, 0.0)))
-    bound = form.bound_from_rho(chk.rho) if np.isfinite(chk.rho) else solver_bound
-    lb = implicit_lower_bound(form.model) if lower else None
-    timings["total"] = time.perf_counter() - t_start
-    cert = Certificate(bound=float(bound), verified=bool(chk.verified), naive_bound=float(form.naive_bound()),
-                       norm="l2", method=method, solver=backend.name, status=res.status, lower_bound=lb,
-                       margin=float(chk.margin), solver_bound=solver_bound, optimal=res.status == "optimal",
-                       message=chk.message, timings=timings, sizes=problem.sizes(), network=repr(form.model))
-    if not cert.verified:
-        warnings.warn(f"implicit model: the bound {cert.bound:.6g} could NOT be verified ({chk.message})",
-                      CertificationWarning, stacklevel=2)
-    return cert

@@ -31,101 +31,38 @@ n_0' + Σ_k f_k (MaxMin: half the hidden coordinates) and its optimum is attaine
   (:func:`lipsdp.check.check_feedforward`, :func:`~lipsdp.formulations.linf.check_linf`) build N'
   again from the original W_k and bound its rounding error (:func:`lipsdp.check.on_subspace`).
 
-Used automatically for method ``"neuron"`` whenever a layer has a free basis (see
-:func:`lipsdp.formulations.formulation_for`); the solver sees only the reduced problem.
+Applied by the feedforward formulations (ℓ2 and ℓ∞) whenever a layer has a free basis, as the
+:class:`~lipsdp.reductions.Subspace` rewrite built by :func:`subspace_reduction`; the solver sees
+only the reduced problem.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import scipy.linalg as sla
-import scipy.sparse as sp
 
-from ..assembly import LMI, LMIProblem, LMITerm
 from ..check import subspace_basis
+from ..reductions import Subspace
 
-__all__ = ["Reduced", "HIDDEN_MARGIN"]
+__all__ = ["subspace_reduction", "HIDDEN_MARGIN"]
 
 #: added to the hidden diagonal of the (normalised) reduced LMI, like linf.MARGIN: slack in
 #: every hidden direction for the rounding-safe check (costs about this much, relatively, in ρ)
 HIDDEN_MARGIN = 1e-8
 
 
-class Reduced:
-    """Wraps a feedforward formulation (ℓ2 or ℓ∞) and solves it on the preserved subspace."""
-
-    def __init__(self, inner, margin: float = HIDDEN_MARGIN):
-        self.inner = inner
-        self.margin = float(margin)
-        self.frees = [qc.free_basis() for qc in inner.qcs]
-        self.full: LMIProblem | None = None
-
-    @staticmethod
-    def applies(form) -> bool:
-        return hasattr(form, "Wn") and any(qc.free_basis() is not None for qc in getattr(form, "qcs", ()))
-
-    def start(self, layout, n_vars):  # the inner one's warm start is for the full problem's θ
-        return None
-
-    def __getattr__(self, name):  # naive_bound, trivial, bound_from_rho, Ws, qcs, ... of the inner one
-        return getattr(self.inner, name)
-
-    def problem(self) -> LMIProblem:
-        full = self.inner.problem()
-        self.full = full
-        (lmi,) = full.lmis
-        blocks = list(lmi.blocks)
-        l = len(self.inner.qcs)
-        N, _, _ = subspace_basis(self.inner.Wn, self.frees, border=sum(blocks[l + 1:]))
-        fdims = [blocks[0]] + [blocks[k] if self.frees[k - 1] is None else self.frees[k - 1].shape[1]
-                               for k in range(1, l + 1)] + blocks[l + 1:]
-        drop = np.zeros(full.n_vars, dtype=bool)  # γ, τ: their terms vanish on the subspace
-        for k, qc in enumerate(self.inner.qcs, start=1):
-            if self.frees[k - 1] is not None:
-                for name in qc.penalty:
-                    drop[full.layout[f"layer{k}.{name}"]] = True
-        keep = np.flatnonzero(~drop)
-        self._keep = keep
-        newidx = np.full(full.n_vars, -1)
-        newidx[keep] = np.arange(keep.size)
-        kept = [t for t in lmi.terms if not drop[t.var]]
-        widths = np.array([t.U.shape[1] for t in kept])
-        cstart = np.concatenate([[0], np.cumsum(widths)]).astype(int)
-        R = np.asarray(sp.hstack([t.U for t in kept], format="csc").T @ N).T  # n_η × Σ r
-        terms = []
-        for t, a, b in zip(kept, cstart[:-1], cstart[1:]):
-            Ur, C = R[:, a:b], np.asarray(t.C, dtype=float)
-            if b - a <= 8:  # drop the directions that vanish on the subspace (MaxMin λ: rank 4 → 2)
-                Q, Rr = np.linalg.qr(Ur)
-                e, V = np.linalg.eigh(Rr @ C @ Rr.T)
-                big = np.abs(e) > 1e-11 * max(float(np.max(np.abs(e))), np.finfo(float).tiny)
-                Ur, C = Q @ V[:, big], np.diag(e[big])
-            if Ur.shape[1] == 0:
-                continue
-            terms.append(LMITerm(int(newidx[t.var]), sp.csc_matrix(Ur), C))
-        F0 = np.asarray(N.T @ (lmi.F0 @ N))
-        layout = {}
-        for name, sl in full.layout.items():
-            idx = newidx[sl]
-            if idx.size and np.all(idx >= 0):
-                layout[name] = slice(int(idx[0]), int(idx[-1]) + 1)
-        F0 = 0.5 * (F0 + F0.T)
-        # strictness margin on the hidden coordinates: the rounding-safe check needs slack in
-        # every hidden direction, not only the input's (costs ~margin in ρ')
-        idx = np.arange(fdims[0], fdims[0] + sum(fdims[1 : len(self.inner.qcs) + 1]))
-        F0[idx, idx] += self.margin
-        red = LMI(int(N.shape[1]), sp.csr_matrix(F0), terms, fdims)
-        return LMIProblem(int(keep.size), full.c[keep], full.nonneg[keep], [red], layout)
-
-    # ------------------------------------------------------------------------------------
-    def recover(self, problem: LMIProblem, theta: np.ndarray):
-        """The full problem's multipliers with γ = τ = 0 on the reduced layers."""
-        th = np.zeros(self.full.n_vars)
-        th[self._keep] = np.asarray(theta, dtype=float)
-        return self.inner.recover(self.full, th)
-
-    def check(self, rec):
-        # the inner check proves the bound on the same subspace, from the original weights
-        return self.inner.check(rec)
+def subspace_reduction(Wn, qcs, frees, layout: dict, border: int = 0) -> Subspace:
+    """The :class:`~lipsdp.reductions.Subspace` rewrite of a feedforward LMI whose blocks are
+    (Δx^0, Δx^1, …, Δx^l[, border]) in the coordinates of ``Wn`` (the normalised, input-reduced
+    weights the solver's problem is written in).  Drops the penalty multipliers (γ, τ) of every
+    layer with a free basis: their terms vanish on the subspace."""
+    N, _, _ = subspace_basis(Wn, frees, border=border)
+    l = len(qcs)
+    fdims = [Wn[0].shape[1]] + [Wn[k].shape[1] if frees[k - 1] is None else frees[k - 1].shape[1]
+                                for k in range(1, l + 1)] + ([border] if border else [])
+    n_vars = max(sl.stop for sl in layout.values())
+    drop = np.zeros(n_vars, dtype=bool)
+    for k, qc in enumerate(qcs, start=1):
+        if frees[k - 1] is not None:
+            for name in qc.penalty:
+                drop[layout[f"layer{k}.{name}"]] = True
+    return Subspace(N, drop, fdims)

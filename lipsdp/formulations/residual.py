@@ -45,13 +45,14 @@ import scipy.sparse as sp
 
 from lipsdp.constraints import constraint_for
 
-from ..assembly import LMI, LMIProblem, LMITerm
-from ..check import CheckResult, _finish
+from ..assembly import LMI, LMIProblem, LMITerm, Layout
+from ..check import CheckResult, assemble, prove_rho
 from ..errors import FormulationError
 from ..ir import Activation, Affine, Network, Residual
-from .feedforward import Recovered, select_output
+from ..reductions import InputReduction, Margin, Scale
+from .base import Formulation, Recovered, select_output
 
-__all__ = ["Lifted", "lift_network", "lifted_problem", "lifted_matrix", "check_lifted", "ResidualL2",
+__all__ = ["Lifted", "lift_network", "lifted_problem", "lifted_blocks", "check_lifted", "ResidualL2",
            "naive_residual", "MARGIN"]
 
 #: strictness margin on the hidden diagonal of the solver's (normalised) LMI: the solver's point
@@ -180,21 +181,7 @@ def lifted_problem(lift: Lifted, margin: float = MARGIN) -> LMIProblem:
     dims = lift.dims
     size = lift.size
     n_in = lift.n_in
-    layout = {"rho": slice(0, 1)}
-    pos = 1
-    offs_all = []
-    for k, qc in enumerate(lift.qcs, start=1):
-        offs = {}
-        for p in qc.params():
-            layout[f"layer{k}.{p.name}"] = slice(pos, pos + p.size)
-            offs[p.name] = pos
-            pos += p.size
-        offs_all.append(offs)
-    nonneg = np.zeros(pos, dtype=bool)
-    nonneg[0] = True
-    for k, qc in enumerate(lift.qcs, start=1):
-        for p in qc.params():
-            nonneg[layout[f"layer{k}.{p.name}"]] = p.nonneg
+    layout = Layout([("rho", 1, True)], lift.qcs)
     terms = [LMITerm(0, sp.csc_matrix((np.ones(n_in), (np.arange(n_in), np.arange(n_in))), shape=(size, n_in)),
                      -np.eye(n_in))]
     start = n_in
@@ -205,42 +192,50 @@ def lifted_problem(lift: Lifted, margin: float = MARGIN) -> LMIProblem:
             U = A.T @ G[:h]
             U[start:start + h] += G[h:]
             U[np.abs(U) < 1e-300] = 0.0
-            terms.append(LMITerm(offs_all[k][t.param] + t.index, sp.csc_matrix(U), t.C))
+            terms.append(LMITerm(layout.offsets[k][t.param] + t.index, sp.csc_matrix(U), t.C))
         start += h
     F0 = lift.C.T @ lift.C
     F0[np.arange(n_in, size), np.arange(n_in, size)] += margin
-    c = np.zeros(pos)
-    c[0] = 1.0
-    return LMIProblem(pos, c, nonneg, [LMI(size, sp.csr_matrix(F0), terms, dims)], layout)
+    return LMIProblem(layout.n_vars, layout.objective(), layout.nonneg, [LMI(size, sp.csr_matrix(F0), terms, dims)],
+                      layout.slices)
 
 
-def lifted_matrix(lift: Lifted, values):
-    """(M without the −ρ term, |M| assembly bound, longest inner product) from the QC blocks."""
-    size, n_in = lift.size, lift.n_in
-    M = lift.C.T @ lift.C
-    Mabs = np.abs(lift.C).T @ np.abs(lift.C)
-    inner = max(lift.C.shape[0], size)
-    start = n_in
-    for A, qc, val in zip(lift.A, lift.qcs, values):
+def lifted_blocks(lift: Lifted, values):
+    """The blocks (i, j, X, |X|) of M = C^T C + Σ_k L_k^T Q_k L_k, L_k = [A_k; E_k], on the
+    coordinate blocks (x, w^1, …, w^m), from the QCs' paper formula."""
+    dims = lift.dims
+    off = np.concatenate([[0], np.cumsum(dims)]).astype(int)
+    nb = len(dims)
+    C, aC = lift.C, np.abs(lift.C)
+    for a in range(nb):
+        for b in range(nb):
+            Ca, Cb = C[:, off[a]:off[a + 1]], C[:, off[b]:off[b + 1]]
+            if np.any(Ca) and np.any(Cb):
+                yield a, b, Ca.T @ Cb, aC[:, off[a]:off[a + 1]].T @ aC[:, off[b]:off[b + 1]]
+    for k, (A, qc, val) in enumerate(zip(lift.A, lift.qcs, values), start=1):
         h = A.shape[0]
         Q11, Q12, Q22 = qc.blocks(val)
-        L = np.zeros((2 * h, size))
-        L[:h] = A
-        L[h:, start:start + h] = np.eye(h)
         Q = np.block([[Q11, Q12], [Q12.T, Q22]])
-        M += L.T @ Q @ L
-        aL = np.abs(L)
-        Mabs += aL.T @ np.abs(Q) @ aL
-        inner = max(inner, 2 * h)
-        start += h
-    return M, Mabs, inner
+        aQ = np.abs(Q)
+        Ls = []
+        for a in range(nb):
+            L = np.zeros((2 * h, dims[a]))
+            L[:h] = A[:, off[a]:off[a + 1]]
+            if a == k:
+                L[h:] = np.eye(h)
+            Ls.append(L if np.any(L) else None)
+        for a in range(nb):
+            for b in range(nb):
+                if Ls[a] is not None and Ls[b] is not None:
+                    yield a, b, Ls[a].T @ Q @ Ls[b], np.abs(Ls[a]).T @ aQ @ np.abs(Ls[b])
 
 
 def check_lifted(lift: Lifted, values) -> CheckResult:
     """Independent float64 check on the ORIGINAL (unnormalised, unreduced) lifting."""
     t0 = time.perf_counter()
-    M, Mabs, inner = lifted_matrix(lift, values)
-    return _finish(M, Mabs, lift.n_in, None, inner, t0)
+    M, Mabs = assemble(lift.dims, lifted_blocks(lift, values))
+    inner = max([lift.C.shape[0], lift.size] + [2 * A.shape[0] for A in lift.A])
+    return prove_rho(M, Mabs, np.arange(lift.n_in), 1.0, inner, None, t0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,16 +262,16 @@ def naive_residual(network: Network, Wlast: np.ndarray) -> float:
     return val
 
 
-class LiftedL2:
-    """Base of the lifted ℓ2 formulations (residual, residual-ReLU): problem / recover / check."""
+class LiftedL2(Formulation):
+    """Base of the lifted ℓ2 formulations (residual, residual-ReLU): the LMI of the original
+    lifting, normalised and input-reduced by rewrites (module docstring)."""
 
     norm = "l2"
     expand = None
 
     def __init__(self, network: Network, method: str = "neuron", output=None):
+        super().__init__(network, method, output)
         self.network = network
-        self.method = method
-        self.output = output
         affines = network.affines
         W_first = affines[0].weight
         W_last = select_output(affines[-1].weight, output)
@@ -284,14 +279,15 @@ class LiftedL2:
             W_first = W_last
         self.W_last = W_last
         self.zero = any(not np.any(a.weight) for a in affines) or not np.any(W_last)
-        # original lifting (for the check) and the normalised, input-reduced one (for the solver)
+        # the original lifting (built, checked); the normalised one only gives the scales σ_k
         self.orig = lift_network(network.layers, W_first, W_last, method, False, self.expand)
-        Wr = W_first
-        if len(affines) > 1 and W_first.shape[0] < W_first.shape[1]:
-            U, S, _ = np.linalg.svd(W_first, full_matrices=False)
-            Wr = U * S
-        self.lift = lift_network(network.layers, Wr, W_last, method, True, self.expand)
+        scaled = lift_network(network.layers, W_first, W_last, method, True, self.expand)
+        self.scales, self.out_scale = scaled.scales, scaled.out_scale
         self.qcs = self.orig.qcs
+        self._V = None
+        if len(affines) > 1 and W_first.shape[0] < W_first.shape[1]:
+            _, _, Vt = np.linalg.svd(W_first, full_matrices=False)
+            self._V = Vt.T
 
     def naive_bound(self) -> float:
         return naive_residual(self.network, self.W_last)
@@ -299,23 +295,38 @@ class LiftedL2:
     def trivial(self):
         return 0.0 if self.zero else None
 
-    def problem(self) -> LMIProblem:
-        return lifted_problem(self.lift)
+    def dims(self):
+        return [int(d) for d in self.orig.dims]
 
-    def recover(self, problem: LMIProblem, theta: np.ndarray) -> Recovered:
-        vals = problem.unpack(theta)
-        out = self.lift.out_scale
-        layers = []
-        for k, (qc, sig) in enumerate(zip(self.lift.qcs, self.lift.scales), start=1):
-            raw = {p.name: vals[f"layer{k}.{p.name}"] for p in qc.params()}
-            layers.append(qc.scaled(qc.project(raw), out ** 2 / sig ** 2))
-        return Recovered(layers, float(vals["rho"][0]) * out ** 2)
+    @property
+    def check_order(self) -> int:
+        return int(self.orig.size)
+
+    def build(self) -> LMIProblem:
+        p = lifted_problem(self.orig, margin=0.0)
+        self._layout = p.layout
+        return p
+
+    def reductions(self) -> list:
+        out = self.out_scale
+        dims = self.orig.dims
+        d = np.concatenate([np.full(dims[0], 1.0 / out)] +
+                           [np.full(h, sig / out) for h, sig in zip(dims[1:], self.scales)])
+        kappa = np.empty(max(sl.stop for sl in self._layout.values()))
+        kappa[self._layout["rho"]] = 1.0 / out ** 2
+        for k, (qc, sig) in enumerate(zip(self.qcs, self.scales), start=1):
+            for p in qc.params():
+                kappa[self._layout[f"layer{k}.{p.name}"]] = (sig / out) ** 2
+        steps = [Scale([d], kappa)]
+        n_in = dims[0]
+        if self._V is not None:
+            steps.append(InputReduction(self._V))
+            n_in = self._V.shape[1]
+        size = n_in + sum(dims[1:])
+        return steps + [Margin(MARGIN, [np.arange(n_in, size)])]
 
     def check(self, rec: Recovered) -> CheckResult:
         return check_lifted(self.orig, rec.layers)
-
-    def bound_from_rho(self, rho: float) -> float:
-        return float(np.nextafter(np.sqrt(rho), np.inf))
 
 
 class ResidualL2(LiftedL2):

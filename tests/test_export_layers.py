@@ -253,11 +253,12 @@ def _trained(model, shape, steps=3):
     """A few training steps, so that parametrisations hold non-trivial state (power-iteration
     vectors), then eval mode."""
     model = model.double().train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(steps):
-        opt.zero_grad()
+    for _ in range(steps):  # plain gradient steps (torch.optim would import torch._dynamo: seconds)
+        model.zero_grad()
         model(torch.randn((4,) + shape, dtype=torch.float64)).square().sum().backward()
-        opt.step()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
     return model.eval()
 
 

@@ -8,12 +8,13 @@ width), its HouseHolder pairs channel j with channel j + C/2.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from lipsdp import ir
 from lipsdp.errors import InvalidNetworkError
 
-from .linear import affine, channel_groups, f64, grouped, identity, linear_map, numel
+from .linear import affine, channel_groups, f64, grouped, linear_map, numel
 from .registry import register_module
 from .torch_ops import conv_layers
 
@@ -28,7 +29,7 @@ def deel_groupsort(m, shape):
     g = channels if m.group_size is None or m.group_size > channels else int(m.group_size)
     k = float(m._coefficient_lip)
     if g == 1:
-        return ([affine(k * np.eye(numel(shape)))] if k != 1.0 else []), shape
+        return ([affine(k * sp.identity(numel(shape), format="csr"))] if k != 1.0 else []), shape
     perm = channel_groups(shape, g, type(m).__name__)
     ascending = perm.reshape(-1, g)[:, ::-1].ravel()
     return grouped(ir.GroupSort(g), perm, ascending, scale=k), shape
@@ -42,7 +43,7 @@ def deel_maxmin(m, shape):
     k = float(m._coefficient_lip)
     layers = [affine(W), ir.SlopeRestricted(fn="relu")]
     if k != 1.0:
-        layers.append(affine(k * identity(W.shape[0]).weight))
+        layers.append(affine(k * sp.identity(W.shape[0], format="csr")))
     return layers, out_shape
 
 

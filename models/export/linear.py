@@ -1,10 +1,13 @@
 """Exact linear maps of torch operations on one sample, and the IR layers that hold them.
 
-Every linear layer the exporter emits goes through :func:`linear_map` (the matrix of a linear
-torch function, found by pushing the identity basis through it in float64: column j is the
-function applied to the j-th unit sample, so the entries are exactly what ``forward`` computes
-for that sample) and :func:`affine` (the IR layer holding it).  Both flatten in PyTorch's
-C order (channels, then rows, then columns).
+Every linear layer the exporter emits is an :class:`ir.Affine` holding a
+:class:`lipsdp.linop.LinearOp` (:func:`affine`): convolutions stay :class:`~lipsdp.linop.Conv`
+operators (torch_ops.conv_operator), padding, pooling, permutations and diagonal scalings are
+:class:`~lipsdp.linop.Sparse`, Linear weights :class:`~lipsdp.linop.Dense`.  Maps without a
+closed form are found by :func:`linear_map`: unit samples pushed through the torch function in
+float64 (column j is the function applied to the j-th unit sample, so the entries are exactly
+what ``forward`` computes for that sample).  Everything flattens in PyTorch's C order
+(channels, then rows, then columns).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 
 from lipsdp import ir
 from lipsdp.errors import InvalidNetworkError
+from lipsdp.linop import as_linop, compose
 
 #: number of unit samples pushed through a function at once (bounds the memory of
 #: :func:`linear_map` for large inputs)
@@ -55,12 +59,40 @@ def linear_map(fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple, sparse:
     return blocks[0], out_shape
 
 
+def selection_map(fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple) -> tuple[sp.csr_matrix, tuple]:
+    """The 0/1 matrix of a map whose every output is one input or 0 (padding of any mode, crops):
+    the indices 1..n pushed through ``fn`` (exact below 2**53) say which input each output copies."""
+    n = numel(shape)
+    with torch.no_grad():
+        out = fn(torch.arange(1, n + 1, dtype=torch.float64).reshape((1,) + tuple(shape)))
+    out_shape = tuple(int(s) for s in out.shape[1:])
+    src = out.reshape(-1).numpy()
+    rows = np.flatnonzero(src)
+    cols = src[rows].astype(np.int64) - 1
+    if not np.array_equal(cols + 1, src[rows]) or np.any(cols < 0) or np.any(cols >= n):  # pragma: no cover
+        raise InvalidNetworkError("selection_map: the function does not copy its inputs")
+    return sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(src.size, n)), out_shape
+
+
 def affine(weight, bias=None, name: str = "") -> ir.Affine:
-    """The IR layer x -> W x + b (W dense or scipy sparse; the one place that picks the IR's
-    representation of a linear map)."""
-    if sp.issparse(weight):
-        weight = weight.toarray()
-    return ir.Affine(weight, bias, name)
+    """The IR layer x -> W x + b (W a LinearOp, a dense array or a scipy sparse matrix)."""
+    return ir.Affine(as_linop(weight), bias, name)
+
+
+def scaled(layer: ir.Affine, s: float) -> ir.Affine:
+    """s · (W x + b)."""
+    return ir.Affine(layer.op.scaled(s), None if layer.bias is None else s * layer.bias, layer.name)
+
+
+def scalar_of(layer: ir.Affine) -> float | None:
+    """c when the layer's weight is c·I, else None."""
+    n, m = layer.op.shape
+    if n != m:
+        return None
+    S = layer.op.to_sparse().tocoo()
+    if S.nnz != n or not np.array_equal(S.row, S.col) or not np.all(S.data == S.data[0]):
+        return None
+    return float(S.data[0])
 
 
 def permutation(perm: np.ndarray) -> sp.csr_matrix:
@@ -106,8 +138,8 @@ def merge_affines(layers) -> list:
             bias = None
             if prev.bias is not None or layer.bias is not None:
                 b1 = prev.bias if prev.bias is not None else np.zeros(prev.out_dim)
-                bias = layer.weight @ b1 + (layer.bias if layer.bias is not None else 0.0)
-            layer = ir.Affine(layer.weight @ prev.weight, bias, "+".join(n for n in (prev.name, layer.name) if n))
+                bias = layer.op.matvec(b1) + (layer.bias if layer.bias is not None else 0.0)
+            layer = ir.Affine(compose(layer.op, prev.op), bias, "+".join(n for n in (prev.name, layer.name) if n))
         out.append(layer)
     return out
 

@@ -17,9 +17,10 @@ from torch import nn
 
 from lipsdp import ir
 from lipsdp.errors import InvalidNetworkError, UnsupportedLayerError
+from lipsdp.linop import Conv, Sparse
 
 from . import pooling
-from .linear import affine, f64, linear_map, numel
+from .linear import affine, f64, linear_map, numel, selection_map
 from .registry import ModuleConverter, register_function, register_module
 
 # --- linear layers ---------------------------------------------------------------------------
@@ -45,32 +46,39 @@ def linear_function(shape: tuple, weight, bias=None):
     return [affine(W, b)], tuple(shape[:-1]) + (weight.shape[0],)
 
 
-def conv_operator(weight: torch.Tensor, shape: tuple, conv: Callable, pre: Callable | None = None, **params):
-    """The exact matrix of ``conv(pre(x), weight, None, **params)`` on samples of ``shape`` (the one
-    place convolutions become matrices)."""
-    weight = weight.detach().to(device="cpu", dtype=torch.float64)
-
-    def op(x):
-        return conv(x if pre is None else pre(x), weight, None, **params)
-
-    return linear_map(op, shape)
-
-
-_CONV_FUNCTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d,
-                   nn.ConvTranspose1d: F.conv_transpose1d, nn.ConvTranspose2d: F.conv_transpose2d}
+def _conv_padding(padding, kernel: tuple, dilation) -> object:
+    """torch's padding argument as the operator's: ``"valid"`` = 0, ``"same"`` = total
+    d·(k − 1) per dimension, the smaller half before (as torch pads)."""
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        dil = (dilation,) * len(kernel) if isinstance(dilation, int) else tuple(dilation)
+        return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dil))
+    return padding
 
 
-def _conv_fn(m) -> Callable:
-    for cls in type(m).__mro__:
-        if cls in _CONV_FUNCTIONS:
-            return _CONV_FUNCTIONS[cls]
-    raise UnsupportedLayerError(f"{type(m).__name__}: no convolution function known")  # pragma: no cover
+def conv_operator(weight, shape: tuple, stride=1, padding=0, dilation=1, groups=1, transposed=False,
+                  output_padding=0):
+    """(operator, out_shape) of the convolution ``conv(x, weight)`` (bias excluded) on samples of
+    ``shape``: a :class:`lipsdp.linop.Conv` kept as a convolution; a transposed convolution is the
+    exact sparse matrix of ``F.conv_transpose*``."""
+    K = f64(weight)
+    if transposed:
+        fn = {3: F.conv_transpose1d, 4: F.conv_transpose2d}[K.ndim]
+        w = torch.as_tensor(K)
+        W, out_shape = linear_map(lambda x: fn(x, w, None, stride, padding, output_padding, groups, dilation),
+                                  shape, sparse=True)
+        return Sparse(W), out_shape
+    op = Conv(K, shape, stride, _conv_padding(padding, K.shape[2:], dilation), dilation, groups)
+    return op, tuple(op.out_shape)
 
 
 def conv_layers(m: nn.modules.conv._ConvNd, shape: tuple, pre: Callable | None = None):
     """Conv1d/Conv2d/ConvTranspose1d/2d with any stride, padding, padding mode, dilation and
-    groups: padding modes other than zeros (reflect, replicate, circular) are applied by
-    ``F.pad`` first, exactly as ``_ConvNd._conv_forward`` does."""
+    groups.  Padding modes other than zeros (reflect, replicate, circular) are ``F.pad`` first,
+    exactly as ``_ConvNd._conv_forward`` does: a 0/1 sparse map (rows repeat the reflected /
+    replicated / wrapped cells), then the convolution without padding.  ``pre`` (deel's own
+    padding) is a linear map applied first in the same way."""
     spatial = len(m.kernel_size)
     if len(shape) != spatial + 1:
         want = {1: "(C, L)", 2: "(C, H, W)", 3: "(C, D, H, W)"}[spatial]
@@ -79,35 +87,40 @@ def conv_layers(m: nn.modules.conv._ConvNd, shape: tuple, pre: Callable | None =
         )
     if shape[0] != m.in_channels:
         raise InvalidNetworkError(f"{type(m).__name__} expects {m.in_channels} input channels, got shape {shape}")
-    conv = _conv_fn(m)
-    params = dict(stride=m.stride, dilation=m.dilation, groups=m.groups)
-    if m.transposed:
-        if m.padding_mode != "zeros":
+    padding, inner = m.padding, None
+    if m.padding_mode != "zeros":
+        if m.transposed:
             raise UnsupportedLayerError(f"{type(m).__name__} with padding_mode={m.padding_mode!r}")
-        params.update(padding=m.padding, output_padding=m.output_padding)
-    elif m.padding_mode != "zeros":
-        pad = m._reversed_padding_repeated_twice
-        inner = pre
-        pre = (lambda x: F.pad(x if inner is None else inner(x), pad, mode=m.padding_mode))
-        params.update(padding=0)
-    else:
-        params.update(padding=m.padding)
-    W, out_shape = conv_operator(m.weight, shape, conv, pre, **params)
+        inner, pad, mode = pre, m._reversed_padding_repeated_twice, m.padding_mode
+        pre = (lambda x: F.pad(x if inner is None else inner(x), pad, mode=mode))
+        padding = 0
+    layers = []
+    if m.padding_mode != "zeros":
+        P, shape = selection_map(pre, shape) if inner is None else linear_map(pre, shape, sparse=True)
+        layers.append(affine(P))
+    elif pre is not None:
+        P, shape = linear_map(pre, shape, sparse=True)
+        layers.append(affine(P))
+    op, out_shape = conv_operator(m.weight, shape, m.stride, padding, m.dilation, m.groups, m.transposed,
+                                  getattr(m, "output_padding", 0))
     bias = None if m.bias is None else np.repeat(f64(m.bias), numel(out_shape[1:]))
-    return [affine(W, bias)], out_shape
+    return layers + [affine(op, bias)], out_shape
 
 
 def convert_conv(m, shape):
     return conv_layers(m, shape)
 
 
-def conv_function(conv: Callable):
+def conv_function(transposed: bool):
     """F.conv1d/2d(x, weight, bias, ...) and F.conv_transpose1d/2d with constant weights."""
+    names = ("stride", "padding", "output_padding", "groups", "dilation") if transposed else \
+        ("stride", "padding", "dilation", "groups")
 
     def convert(shape, weight, bias=None, *args, **kwargs):
-        W, out_shape = conv_operator(weight, shape, lambda x, w, b, **k: conv(x, w, None, *args, **k), **kwargs)
+        params = dict(zip(names, args), **kwargs)
+        op, out_shape = conv_operator(weight, shape, transposed=transposed, **params)
         b = None if bias is None else np.repeat(f64(bias), numel(out_shape[1:]))
-        return [affine(W, b)], out_shape
+        return [affine(op, b)], out_shape
 
     return convert
 
@@ -148,9 +161,9 @@ def batchnorm_of_rank(ranks: tuple[int, ...]) -> ModuleConverter:
 
 def pad_function(shape: tuple, pad, mode: str = "constant", value=None):
     """F.pad: constant padding is x -> P x + c (P the 0/1 embedding, c the padding value in the
-    padded cells); reflect / replicate / circular padding is a 0/1 map with repeated rows."""
-    W, out_shape = linear_map(lambda t: F.pad(t, pad, mode=mode, value=None if mode != "constant" else 0.0),
-                              shape, sparse=True)
+    padded cells); reflect / replicate / circular padding is a 0/1 map whose rows repeat the
+    reflected / replicated / wrapped cells (:func:`~.linear.selection_map`)."""
+    W, out_shape = selection_map(lambda t: F.pad(t, pad, mode=mode, value=None if mode != "constant" else 0.0), shape)
     bias = None
     if mode == "constant" and value:
         bias = f64(F.pad(torch.zeros((1,) + tuple(shape), dtype=torch.float64), pad, value=float(value))).ravel()
@@ -259,8 +272,8 @@ BUILTIN_FUNCTIONS: dict[object, Callable] = {
     "contiguous": _NOOP,
     F.dropout: fn_dropout,
     F.linear: linear_function,
-    F.conv1d: conv_function(F.conv1d), F.conv2d: conv_function(F.conv2d),
-    F.conv_transpose1d: conv_function(F.conv_transpose1d), F.conv_transpose2d: conv_function(F.conv_transpose2d),
+    F.conv1d: conv_function(False), F.conv2d: conv_function(False),
+    F.conv_transpose1d: conv_function(True), F.conv_transpose2d: conv_function(True),
     F.pad: pad_function,
     F.avg_pool1d: pooling.function_linear(F.avg_pool1d), F.avg_pool2d: pooling.function_linear(F.avg_pool2d),
     F.adaptive_avg_pool1d: pooling.function_linear(F.adaptive_avg_pool1d),
@@ -280,9 +293,8 @@ def register_builtins() -> None:
     for torch_type, (fn, params) in SLOPE_MODULES.items():
         register_module(torch_type, slope_module_converter(fn, params))
     register_module(nn.Linear, convert_linear)
-    for conv in _CONV_FUNCTIONS:
-        if conv is not nn.Conv3d:
-            register_module(conv, convert_conv)
+    for conv in (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d):
+        register_module(conv, convert_conv)
     register_module(nn.BatchNorm1d, batchnorm_of_rank((1, 2)))
     register_module(nn.BatchNorm2d, batchnorm_of_rank((3,)))
     for torch_type in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity):

@@ -32,7 +32,7 @@ from lipsdp import ir
 from lipsdp.errors import InvalidNetworkError, LipSDPError, UnsupportedLayerError
 
 from .deel_ops import OPTIONAL_STATE, register_optional
-from .linear import affine, f64, identity, linear_map, merge_affines, numel
+from .linear import affine, f64, identity, linear_map, merge_affines, numel, scalar_of, scaled
 from .registry import FUNCTION_CONVERTERS, converter_for, function_name, type_name
 from .tracer import TRACE_BATCH, TraceFailure, trace
 
@@ -55,10 +55,6 @@ _ARITH = {
     **dict.fromkeys((operator.neg, torch.neg, "neg", "__neg__"), "neg"),
     **dict.fromkeys((operator.pos,), "pos"),
 }
-
-
-def _scaled(layer: ir.Affine, s: float) -> ir.Affine:
-    return ir.Affine(s * layer.weight, None if layer.bias is None else s * layer.bias, layer.name)
 
 
 def _f64_const(c):
@@ -238,15 +234,15 @@ class Walker:
         (s1, t1), (s2, t2) = tails
         if len(t1) == 1 and len(t2) == 1 and isinstance(t1[0], ir.Affine) and isinstance(t2[0], ir.Affine):
             bias = [s * t[0].bias for s, t in tails if t[0].bias is not None]
-            block = ir.Affine(s1 * t1[0].weight + s2 * t2[0].weight, sum(bias) if bias else None, node.name)
+            block = ir.Affine(s1 * t1[0].op.to_sparse() + s2 * t2[0].op.to_sparse(), sum(bias) if bias else None, node.name)
             return _Tensor(a.layers[:k] + (block,), traced)
-        skip = [(s, t[0]) for s, t in tails if len(t) == 1 and isinstance(t[0], ir.Affine) and _scalar(t[0]) is not None]
+        skip = [(s, t[0]) for s, t in tails if len(t) == 1 and isinstance(t[0], ir.Affine) and scalar_of(t[0]) is not None]
         if not skip:
             return self.issue(node, "an addition of two branches that is not x + f(x) (a skip connection c·x + b "
                                     "and a branch f computed from x)")
         s_skip, skip_layer = skip[0]
         s_body, body = tails[1] if tails[0][1][0] is skip_layer else tails[0]
-        c = s_skip * _scalar(skip_layer)
+        c = s_skip * scalar_of(skip_layer)
         if c == 0:
             return self.issue(node, "the skip connection has weight 0")
         body = list(body)
@@ -254,7 +250,7 @@ class Walker:
         if isinstance(body[0], ir.Activation):
             body.insert(0, identity(n))
         if isinstance(body[-1], ir.Affine):
-            body[-1] = _scaled(body[-1], ratio)
+            body[-1] = scaled(body[-1], ratio)
         elif ratio != 1.0:
             body.append(affine(ratio * sp.identity(n, format="csr")))
         if not (len(body) in (2, 3) and isinstance(body[1], ir.Activation) and (len(body) == 2 or isinstance(body[2], ir.Affine))):
@@ -265,15 +261,6 @@ class Walker:
         if c != 1.0 or b_skip is not None:
             layers += (affine(c * sp.identity(n, format="csr"), b_skip, node.name),)
         return _Tensor(layers, traced)
-
-
-def _scalar(layer: ir.Affine) -> float | None:
-    """c when the layer's weight is c·I, else None."""
-    W = layer.weight
-    if W.shape[0] != W.shape[1]:
-        return None
-    c = float(W[0, 0])
-    return c if np.array_equal(W, c * np.eye(W.shape[0])) else None
 
 
 def _fetch(root: nn.Module, target: str):

@@ -12,11 +12,7 @@ from lipsdp.models import from_torch  # noqa: E402
 
 from .glipsdp_nets import NETWORKS, load  # noqa: E402
 
-#: C-R18's dense export (12 544 × 12 544 maps) takes minutes until convolutions are kept as operators
-SLOW = {"versatility_C-R18.pt"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NETWORKS])
+@pytest.mark.parametrize("name", list(NETWORKS))
 def test_refdata_network_reproduces_forward(name):
     model, shape = load(name)
     model = model.double()

@@ -14,9 +14,9 @@ records its value (``meta["value"]``), the qualified name of the module it sits 
 (``meta["source"]``).
 
 Why not ``torch.export`` / ``make_fx``: both trace the six GLipSDP networks with concrete shapes
-too, but they lower to ATen operations and enter every module, so lipsdp's / deel's /
-user-registered modules could not stay leaves and every converter would be keyed by ATen op;
-this tracer keeps the module boundaries and the registries, and is 10–100× faster
+too (in comparable time), but they lower to ATen operations and enter every module, so lipsdp's,
+deel-torchlip's and user-registered modules could not stay leaves, every converter would be
+keyed by ATen op, and errors could not point at the user's module call
 (benchmarks/results-export.md).
 """
 

@@ -313,3 +313,15 @@ def test_input_shape_with_batch_dimension():
 def test_wrong_input_shape_names_the_layer():
     with pytest.raises(InvalidNetworkError, match="'0' \\(torch.nn.modules.conv.Conv2d\\).*input_shape"):
         from_torch(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten()), (1, 6, 6))
+
+
+def test_convolutions_stay_operators():
+    """Convolutions are lipsdp.linop.Conv operators (a zero F.pad before one is absorbed into its
+    padding); pooling and padding maps are sparse; nothing is densified."""
+    from lipsdp.linop import Conv, Sparse
+
+    model = nn.Sequential(SameConv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten())
+    net = check(model, (1, 6, 6))
+    assert [type(a.op) for a in net.affines] == [Conv, Conv, Sparse, Sparse]
+    assert net.affines[0].op.padding == ((1, 1), (1, 1))

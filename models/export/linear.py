@@ -21,7 +21,7 @@ import torch
 
 from lipsdp import ir
 from lipsdp.errors import InvalidNetworkError
-from lipsdp.linop import as_linop, compose
+from lipsdp.linop import Conv, Sparse, as_linop, compose
 
 #: number of unit samples pushed through a function at once (bounds the memory of
 #: :func:`linear_map` for large inputs)
@@ -72,6 +72,33 @@ def selection_map(fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple) -> t
     if not np.array_equal(cols + 1, src[rows]) or np.any(cols < 0) or np.any(cols >= n):  # pragma: no cover
         raise InvalidNetworkError("selection_map: the function does not copy its inputs")
     return sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(src.size, n)), out_shape
+
+
+class ZeroPad(Sparse):
+    """Zero padding of a (C, *spatial) sample as a 0/1 sparse map, remembering its widths
+    (``pads``: one (before, after) pair per spatial dimension) so that a convolution right after
+    it can absorb it (:func:`fold_pad`)."""
+
+    def __init__(self, matrix, in_shape: tuple, pads: tuple):
+        super().__init__(matrix)
+        self.in_shape, self.pads = tuple(in_shape), tuple(pads)
+
+
+def fold_pad(first: ir.Affine, second: ir.Affine) -> ir.Affine | None:
+    """Conv(pad(x)) as one Conv with the padding added to its own (the same map: both pad with
+    zeros), or None when ``first`` is not a bias-free :class:`ZeroPad` or ``second`` not a Conv."""
+    if not (isinstance(first, ir.Affine) and isinstance(second, ir.Affine)):
+        return None
+    pad, conv = first.op, second.op
+    if not (isinstance(pad, ZeroPad) and first.bias is None and isinstance(conv, Conv)):
+        return None
+    if pad.shape[0] != conv.shape[1] or len(pad.pads) != len(conv.padding):
+        return None
+    padding = tuple((a + c, b + d) for (a, b), (c, d) in zip(pad.pads, conv.padding))
+    folded = Conv(conv.kernel, pad.in_shape, conv.stride, padding, conv.dilation, conv.groups)
+    if folded.shape != (conv.shape[0], pad.shape[1]):  # pragma: no cover - same map, same sizes
+        return None
+    return ir.Affine(folded, second.bias, "+".join(n for n in (first.name, second.name) if n))
 
 
 def affine(weight, bias=None, name: str = "") -> ir.Affine:

@@ -20,7 +20,7 @@ from lipsdp.errors import InvalidNetworkError, UnsupportedLayerError
 from lipsdp.linop import Conv, Sparse
 
 from . import pooling
-from .linear import affine, f64, linear_map, numel, selection_map
+from .linear import ZeroPad, affine, f64, linear_map, numel, selection_map
 from .registry import ModuleConverter, register_function, register_module
 
 # --- linear layers ---------------------------------------------------------------------------
@@ -164,6 +164,10 @@ def pad_function(shape: tuple, pad, mode: str = "constant", value=None):
     padded cells); reflect / replicate / circular padding is a 0/1 map whose rows repeat the
     reflected / replicated / wrapped cells (:func:`~.linear.selection_map`)."""
     W, out_shape = selection_map(lambda t: F.pad(t, pad, mode=mode, value=None if mode != "constant" else 0.0), shape)
+    pairs = [(int(pad[i]), int(pad[i + 1])) for i in range(0, len(pad), 2)][::-1]  # F.pad lists the last dim first
+    if mode == "constant" and len(pairs) < len(shape) and all(a >= 0 and b >= 0 for a, b in pairs):
+        pairs = [(0, 0)] * (len(shape) - 1 - len(pairs)) + pairs  # spatial dims only: a convolution can absorb it
+        W = ZeroPad(W, shape, tuple(pairs))
     bias = None
     if mode == "constant" and value:
         bias = f64(F.pad(torch.zeros((1,) + tuple(shape), dtype=torch.float64), pad, value=float(value))).ravel()

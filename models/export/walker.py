@@ -32,7 +32,7 @@ from lipsdp import ir
 from lipsdp.errors import InvalidNetworkError, LipSDPError, UnsupportedLayerError
 
 from .deel_ops import OPTIONAL_STATE, register_optional
-from .linear import affine, f64, identity, linear_map, merge_affines, numel, scalar_of, scaled
+from .linear import affine, f64, fold_pad, identity, linear_map, merge_affines, numel, scalar_of, scaled
 from .registry import FUNCTION_CONVERTERS, converter_for, function_name, type_name
 from .tracer import TRACE_BATCH, TraceFailure, trace
 
@@ -169,7 +169,11 @@ class Walker:
             return self.issue(node, f"its converter gives the per-sample shape {tuple(shape)} but forward gives {traced}")
         name = target if node.op == "call_module" else node.name
         layers = tuple(layer if getattr(layer, "name", "") else replace(layer, name=name) for layer in layers)
-        return _Tensor(x.layers + layers, traced)
+        prefix = x.layers
+        folded = fold_pad(prefix[-1], layers[0]) if prefix and layers else None
+        if folded is not None:  # F.pad(x) then a convolution: one Conv operator
+            prefix, layers = prefix[:-1], (folded,) + layers[1:]
+        return _Tensor(prefix + layers, traced)
 
     # --- arithmetic -------------------------------------------------------------------------
     def arith(self, node, kind: str, args, kwargs, traced: tuple):

@@ -325,3 +325,20 @@ def test_convolutions_stay_operators():
     net = check(model, (1, 6, 6))
     assert [type(a.op) for a in net.affines] == [Conv, Conv, Sparse, Sparse]
     assert net.affines[0].op.padding == ((1, 1), (1, 1))
+
+
+def test_batchnorm_and_scale_fold_into_the_convolution():
+    from lipsdp.linop import Conv
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn = nn.Conv2d(2, 3, 3, padding=1), _randomise_bn(nn.BatchNorm2d(3))
+            self.conv2 = nn.Conv2d(3, 2, 3, bias=False)
+            self.scale = 0.6
+
+        def forward(self, x):
+            return self.scale * self.conv2(torch.relu(self.bn(self.conv1(x))))
+
+    net = check(Net(), (2, 5, 5))
+    assert [type(a.op) for a in net.affines] == [Conv, Conv]

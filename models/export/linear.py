@@ -84,21 +84,43 @@ class ZeroPad(Sparse):
         self.in_shape, self.pads = tuple(in_shape), tuple(pads)
 
 
-def fold_pad(first: ir.Affine, second: ir.Affine) -> ir.Affine | None:
-    """Conv(pad(x)) as one Conv with the padding added to its own (the same map: both pad with
-    zeros), or None when ``first`` is not a bias-free :class:`ZeroPad` or ``second`` not a Conv."""
+class ChannelScale(Sparse):
+    """x -> diag(s_c) x on a (C, *spatial) sample (BatchNorm's scale, ``c * x``) as a sparse
+    diagonal, remembering the per-channel factors so that a convolution right before it can absorb
+    it (:func:`fold`)."""
+
+    def __init__(self, scale, shape: tuple):
+        scale = np.asarray(scale, dtype=np.float64).ravel()
+        super().__init__(sp.diags(np.repeat(scale, numel(shape[1:]))).tocsr())
+        self.channel_scale = scale
+
+
+def fold(first: ir.Affine, second: ir.Affine) -> ir.Affine | None:
+    """Two consecutive affine layers as one that keeps a convolution a :class:`Conv` (the same map):
+
+    * a bias-free :class:`ZeroPad` then a Conv: the padding is added to the Conv's own;
+    * a Conv then a :class:`ChannelScale` (BatchNorm, ``c * conv(x)``): the kernel's output
+      channels are scaled, and the bias becomes s ⊙ b₁ + b₂.
+
+    None when the pair is neither."""
     if not (isinstance(first, ir.Affine) and isinstance(second, ir.Affine)):
         return None
-    pad, conv = first.op, second.op
-    if not (isinstance(pad, ZeroPad) and first.bias is None and isinstance(conv, Conv)):
-        return None
-    if pad.shape[0] != conv.shape[1] or len(pad.pads) != len(conv.padding):
-        return None
-    padding = tuple((a + c, b + d) for (a, b), (c, d) in zip(pad.pads, conv.padding))
-    folded = Conv(conv.kernel, pad.in_shape, conv.stride, padding, conv.dilation, conv.groups)
-    if folded.shape != (conv.shape[0], pad.shape[1]):  # pragma: no cover - same map, same sizes
-        return None
-    return ir.Affine(folded, second.bias, "+".join(n for n in (first.name, second.name) if n))
+    name = "+".join(n for n in (first.name, second.name) if n)
+    A, B = first.op, second.op
+    if isinstance(A, ZeroPad) and first.bias is None and isinstance(B, Conv) and len(A.pads) == len(B.padding) \
+            and A.shape[0] == B.shape[1]:
+        padding = tuple((a + c, b + d) for (a, b), (c, d) in zip(A.pads, B.padding))
+        return ir.Affine(Conv(B.kernel, A.in_shape, B.stride, padding, B.dilation, B.groups), second.bias, name)
+    if isinstance(A, Conv) and isinstance(B, ChannelScale) and B.channel_scale.size == A.kernel.shape[0]:
+        s = B.channel_scale
+        kernel = A.kernel * s.reshape((-1,) + (1,) * (A.kernel.ndim - 1))
+        scale = np.repeat(s, A.shape[0] // s.size)
+        bias = None
+        if first.bias is not None or second.bias is not None:
+            bias = (scale * first.bias if first.bias is not None else 0.0) + \
+                (second.bias if second.bias is not None else 0.0)
+        return ir.Affine(Conv(kernel, A.in_shape, A.stride, A.padding, A.dilation, A.groups), bias, name)
+    return None
 
 
 def affine(weight, bias=None, name: str = "") -> ir.Affine:

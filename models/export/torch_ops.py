@@ -20,7 +20,7 @@ from lipsdp.errors import InvalidNetworkError, UnsupportedLayerError
 from lipsdp.linop import Conv, Sparse
 
 from . import pooling
-from .linear import ZeroPad, affine, f64, linear_map, numel, selection_map
+from .linear import ChannelScale, ZeroPad, affine, f64, linear_map, numel, selection_map
 from .registry import ModuleConverter, register_function, register_module
 
 # --- linear layers ---------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def convert_batchnorm(m: nn.modules.batchnorm._BatchNorm, shape: tuple):
     if m.bias is not None:
         shift = shift + f64(m.bias)
     per_channel = numel(shape[1:])
-    return [affine(sp.diags(np.repeat(scale, per_channel)).tocsr(), np.repeat(shift, per_channel))], shape
+    return [affine(ChannelScale(scale, shape), np.repeat(shift, per_channel))], shape
 
 
 def batchnorm_of_rank(ranks: tuple[int, ...]) -> ModuleConverter:

@@ -32,7 +32,7 @@ from lipsdp import ir
 from lipsdp.errors import InvalidNetworkError, LipSDPError, UnsupportedLayerError
 
 from .deel_ops import OPTIONAL_STATE, register_optional
-from .linear import affine, f64, fold_pad, identity, linear_map, merge_affines, numel, scalar_of, scaled
+from .linear import ChannelScale, affine, f64, fold, identity, linear_map, merge_affines, numel, scalar_of, scaled
 from .registry import FUNCTION_CONVERTERS, converter_for, function_name, type_name
 from .tracer import TRACE_BATCH, TraceFailure, trace
 
@@ -170,8 +170,8 @@ class Walker:
         name = target if node.op == "call_module" else node.name
         layers = tuple(layer if getattr(layer, "name", "") else replace(layer, name=name) for layer in layers)
         prefix = x.layers
-        folded = fold_pad(prefix[-1], layers[0]) if prefix and layers else None
-        if folded is not None:  # F.pad(x) then a convolution: one Conv operator
+        folded = fold(prefix[-1], layers[0]) if prefix and layers else None
+        if folded is not None:  # pad → conv, conv → BatchNorm: one Conv operator
             prefix, layers = prefix[:-1], (folded,) + layers[1:]
         return _Tensor(prefix + layers, traced)
 
@@ -203,6 +203,8 @@ class Walker:
                 b = f64(torch.zeros((1,) + x.shape, dtype=torch.float64) + sc * c).ravel()
                 if b.size != n:
                     return self.issue(node, f"adding a constant of shape {tuple(np.shape(c))} changes the per-sample shape {x.shape}")
+            elif kind == "mul" and np.ndim(c) == 0 and len(x.shape) > 1:  # c · x: a convolution can absorb it
+                W, b = ChannelScale(np.full(x.shape[0], float(c)), x.shape), None
             elif kind == "mul":
                 W, _ = linear_map(lambda t: t * c, x.shape, sparse=True)
                 b = None
@@ -215,7 +217,9 @@ class Walker:
             return self.issue(node, f"the constant does not broadcast per sample ({exc})")
         if W.shape[0] != numel(traced):
             return self.issue(node, f"the constant changes the per-sample shape {x.shape} to {traced}")
-        return _Tensor(x.layers + (affine(W, b, node.name),), traced)
+        layer = affine(W, b, node.name)
+        folded = fold(x.layers[-1], layer) if x.layers else None
+        return _Tensor(x.layers[:-1] + (folded,) if folded is not None else x.layers + (layer,), traced)
 
     def branches(self, node, a: _Tensor, b: _Tensor, sa: float, sb: float, traced: tuple):
         """``sa·a + sb·b`` of two branches from a common tensor x (the longest shared chain).

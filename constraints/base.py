@@ -90,6 +90,16 @@ class QuadraticConstraint:
         """
         return None
 
+    #: the multipliers that enter :meth:`metric`
+    metric_params: tuple = ()
+
+    def metric(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        """T(θ) ⪰ 0 such that φ is non-expansive in ‖z‖_T = sqrt(z^T T z) (used by the
+        well-posedness condition of implicit models, math.md §8).  Not every family has one."""
+        raise FormulationError(
+            f"{type(self).__name__} gives no metric in which the activation is non-expansive, which "
+            "implicit models need (math.md §8); use a slope-restricted, GroupSort or Householder activation")
+
     #: {param: coefficient}: θ_param = coefficient · t gives a term ∝ −t‖P^T(Δv − Δφ)‖² (t ≥ 0),
     #: an exact penalty of the equality that :meth:`free_basis` encodes
     penalty: dict[str, float] = {}

@@ -61,6 +61,15 @@ class _GroupQC(QuadraticConstraint):
     def free_block(self, i: int) -> np.ndarray:
         raise NotImplementedError
 
+    metric_params = ("lambda", "gamma")
+
+    def metric(self, values):
+        """T = blkdiag(λ_i I + γ_i Π_i): the Q11 block with S = 0 and the P term (τ) left out."""
+        vals = dict(values)
+        if "tau" in vals:
+            vals["tau"] = np.zeros_like(vals["tau"])
+        return self.blocks(vals)[0]
+
     def params(self):
         ps = [Param("lambda", self.G, True), Param("gamma", self.G, False)]
         if self.has_p:

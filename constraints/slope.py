@@ -53,6 +53,12 @@ class SlopeRestrictedQC(QuadraticConstraint):
     def params(self):
         return [Param("lambda", 1 if self.variant == "layer" else self.n, nonneg=True)]
 
+    metric_params = ("lambda",)
+
+    def metric(self, values):
+        """T = diag(λ) (Q22 = −2T)."""
+        return -0.5 * self.blocks(values)[2]
+
     def blocks(self, values):
         lam = np.broadcast_to(np.asarray(values["lambda"], dtype=float).ravel(), (self.n,))
         return (

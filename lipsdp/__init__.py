@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 import os as _os
 
 # numpy and scipy each bundle an OpenBLAS; with the default spin-wait, the idle threads of one
-# pool steal the cores from the other whenever calls alternate (a Cholesky after a GEMM took 4×
-# longer on 2 cores; the native solver 10.2 s → 6.2 s on 784-100×5-10).  Only effective when
-# lipsdp is imported before numpy; set the variable yourself to override.
+# pool steal the cores from the other whenever calls alternate (measurements:
+# benchmarks/results-native.md).  Only effective when lipsdp is imported before numpy; set the
+# variable yourself to override.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from . import errors

@@ -260,13 +260,17 @@ def feedforward_blocks(Ws, qcs, values):
     M = Σ_k L_k^T Q_k L_k with L_k = [W_{k−1} E_{k−1}; E_k] on the blocks (x^0, …, x^l): the QC
     part of every feedforward LMI (math.md §2, §4), from the QC's paper formula (``blocks``)."""
     for k in range(1, len(qcs) + 1):
-        W = Ws[k - 1]
+        W = Ws[k - 1]  # dense, or scipy sparse for structured operators (products stay exact-order)
         Q11, Q12, Q22 = qcs[k - 1].blocks(values[k - 1])
-        aW, a11, a12 = np.abs(W), np.abs(Q11), np.abs(Q12)
-        yield k - 1, k - 1, W.T @ Q11 @ W, aW.T @ a11 @ aW
-        yield k - 1, k, W.T @ Q12, aW.T @ a12
-        yield k, k - 1, Q12.T @ W, a12.T @ aW
+        aW, a11, a12 = abs(W), np.abs(Q11), np.abs(Q12)
+        yield k - 1, k - 1, _dense(W.T @ Q11 @ W), _dense(aW.T @ a11 @ aW)
+        yield k - 1, k, _dense(W.T @ Q12), _dense(aW.T @ a12)
+        yield k, k - 1, _dense(Q12.T @ W), _dense(a12.T @ aW)
         yield k, k, Q22, np.abs(Q22)
+
+
+def _dense(X) -> np.ndarray:
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
 
 
 def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
@@ -283,7 +287,7 @@ def check_feedforward(Ws, qcs, values, extra_last=None) -> CheckResult:
     inner = max(max(W.shape) for W in Ws)
     frees = [qc.free_basis() for qc in qcs]
     Wl = Ws[-1]
-    blocks = list(feedforward_blocks(Ws, qcs, values)) + [(len(qcs), len(qcs), Wl.T @ Wl, np.abs(Wl).T @ np.abs(Wl))]
+    blocks = list(feedforward_blocks(Ws, qcs, values)) + [(len(qcs), len(qcs), _dense(Wl.T @ Wl), _dense(abs(Wl).T @ abs(Wl)))]
     subspace = any(B is not None for B in frees)
     M, Mabs = assemble(dims, blocks, sparse=sum(dims) > SPARSE_ORDER and not subspace)
     rho_idx = np.arange(dims[0])

@@ -1,12 +1,14 @@
 """The ``lipsdp`` command line (also ``python -m lipsdp``).
 
     lipsdp certify PATH [--norm l2|linf] [--method neuron|layer|chain] [--solver NAME]
-                        [--output K] [--activation relu] [--json] [--out FILE]
+                        [--output K] [--activation relu] [--json] [--out FILE] [--report FILE]
+                        [--model FILE.py:Class [--model-args JSON] [--input-shape C,H,W]]
     lipsdp demo
     lipsdp solvers
 
 Errors a user can cause print one line on stderr and exit with code 2; an unverified bound
-exits with code 1.  Output files are written atomically (temporary file + rename).
+exits with code 1.  Output paths (``--out``, ``--report``) are checked for writability before
+anything is solved; output files are written atomically (temporary file + rename).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import warnings
 from importlib import resources
 
 from . import __version__
+from .options import NORMS, parse_output
 from .errors import LipSDPError
 
-__all__ = ["main", "SUBCOMMANDS", "write_atomic"]
+__all__ = ["main", "SUBCOMMANDS", "write_atomic", "check_writable"]
 
 EXIT_OK, EXIT_UNVERIFIED, EXIT_USAGE = 0, 1, 2
 
@@ -44,29 +47,35 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
+def check_writable(path, what: str) -> None:
+    """Raise LipSDPError (one line) unless ``path`` can be written: its folder exists and is
+    writable, and ``path`` itself is not a folder or a read-only file."""
+    full = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        raise LipSDPError(f"{what} {str(path)!r}: the folder {folder} does not exist; create it or choose another path")
+    if os.path.isdir(full):
+        raise LipSDPError(f"{what} {str(path)!r} is a folder; give a file path")
+    if os.path.exists(full) and not os.access(full, os.W_OK):
+        raise LipSDPError(f"{what} {str(path)!r} exists and is not writable")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LipSDPError(f"{what} {str(path)!r}: the folder {folder} is not writable")
+
+
 def demo_path() -> str:
     return str(resources.files("lipsdp") / "data" / "demo_digits.npz")
 
 
 def _parse_output(text):
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return [float(t) for t in text.split(",")]
-    except ValueError:
-        raise LipSDPError(f"--output must be a logit index (e.g. 8) or a comma-separated vector c, got {text!r}") from None
+    return parse_output(text)  # lipsdp.options: the one output parser (index, JSON or comma vector)
 
 
 def _add_certify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--norm", default="l2", choices=["l2", "linf"], help="input/output norm (default l2)")
+    p.add_argument("--norm", default="l2", choices=list(NORMS), help="input/output norm (default l2)")
     p.add_argument("--method", default="neuron", help="neuron (default), layer or chain")
     p.add_argument("--solver", default="auto", help="auto (default) or a backend name (see `lipsdp solvers`)")
     p.add_argument("--output", default=None, help="one logit index, or a comma-separated vector c (margin c^T f)")
-    p.add_argument("--activation", default="relu", help="hidden activation for bare weight files (default relu)")
+    p.add_argument("--activation", default=None, help="hidden activation for bare weight files (default: the file's own, else relu)")
     p.add_argument("--no-lower", action="store_true", help="skip the sampled lower bound")
     p.add_argument("--time-limit", type=float, default=None, help="solver time limit in seconds")
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")
@@ -74,13 +83,39 @@ def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, help="also write a self-contained HTML report to this file")
 
 
+def _add_model_class_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="FILE.py:CLASS",
+                   help="PATH is a state dict of this torch model class (path/to/file.py:ClassName or "
+                        "package.module:ClassName). This IMPORTS AND RUNS that Python code; the state dict "
+                        "itself is still loaded with torch.load(weights_only=True)")
+    p.add_argument("--model-args", default=None, metavar="JSON",
+                   help="constructor arguments of --model as a JSON object (keywords) or list, e.g. '{\"hidden\": 64}'")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="per-sample input shape of --model without the batch dimension, e.g. 1,28,28 or 784")
+
+
+def _model(args, path: str):
+    """What to certify: the path itself, or the network built from --model and the state dict."""
+    if getattr(args, "model", None) is None:
+        if getattr(args, "model_args", None) is not None or getattr(args, "input_shape", None) is not None:
+            raise LipSDPError("--model-args and --input-shape need --model FILE.py:ClassName")
+        return path
+    from .io import load_with_class
+
+    return load_with_class(path, args.model, args.model_args, args.input_shape)
+
+
 def _run_certify(args, path: str) -> int:
     from .api import CertificationWarning, certify
 
+    for option in ("out", "report"):
+        if getattr(args, option, None):
+            check_writable(getattr(args, option), f"--{option}")
+    model = _model(args, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CertificationWarning)
         cert = certify(
-            path,
+            model,
             norm=args.norm,
             method=args.method,
             solver=args.solver,
@@ -98,7 +133,7 @@ def _run_certify(args, path: str) -> int:
     if getattr(args, "report", None):
         from .report import write_report
 
-        write_report(cert, args.report, network=path, activation=args.activation)
+        write_report(cert, args.report, network=model, activation=args.activation)
     if not cert.verified:
         print(f"lipsdp: error: the bound could not be verified ({cert.message})", file=sys.stderr)
         return EXIT_UNVERIFIED
@@ -110,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lipsdp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("certify", help="certify a network stored in a weight file")
-    p.add_argument("path", help="weight file: .mat (cell 'weights' or 'W'), .npz or .pt (weights_only)")
+    p.add_argument("path", help="model file: .mat (cell 'weights' or 'W'), .npz, .pt (weights_only) or .onnx")
     _add_certify_args(p)
+    _add_model_class_args(p)
     d = sub.add_parser("demo", help="certify the small digits MLP that ships with lipsdp")
     _add_certify_args(d)
     sub.add_parser("solvers", help="list the solver backends and whether they can run here")

@@ -83,12 +83,19 @@ class CertifyOptions:
     lower: bool = True
 
     def __post_init__(self):
-        if self.decompose not in ("auto", True, False):
+        dec = self.decompose
+        if isinstance(dec, str):
+            dec = {"auto": "auto", "true": True, "yes": True, "on": True, "false": False, "no": False,
+                   "off": False}.get(dec.strip().lower(), dec)
+        if dec is None:
+            dec = False
+        if dec not in ("auto", True, False) or isinstance(dec, (int, float)) and not isinstance(dec, bool):
             raise FormulationError(f"decompose must be 'auto', True or False, got {self.decompose!r}")
+        object.__setattr__(self, "decompose", dec)
         if not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise FormulationError(f"tol must be a positive number, got {self.tol!r}")
-        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float)) and self.time_limit > 0):
-            raise FormulationError(f"time_limit must be positive seconds or None, got {self.time_limit!r}")
+        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float)) and self.time_limit >= 0):
+            raise FormulationError(f"time_limit must be seconds (>= 0) or None, got {self.time_limit!r}")
         object.__setattr__(self, "solver", str(self.solver).lower())
 
     @classmethod

@@ -84,7 +84,7 @@ def _layer_table(net) -> str:
 
 
 def render_report(cert, network=None, title: str | None = None, contributions: bool | None = None,
-                  activation: str = "relu") -> str:
+                  activation: str | None = None) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
     from . import __version__
     from .plot import compare, layer_contributions, layer_factors
@@ -151,7 +151,7 @@ def render_report(cert, network=None, title: str | None = None, contributions: b
 
 
 def write_report(cert, path, network=None, title: str | None = None, contributions: bool | None = None,
-                 activation: str = "relu") -> str:
+                 activation: str | None = None) -> str:
     """Write a self-contained HTML report of ``cert`` to ``path`` (atomically); returns the path.
 
     ``network`` (a :class:`~lipsdp.Network`, weight-file path, weight list or torch module) adds

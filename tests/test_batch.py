@@ -329,3 +329,64 @@ def test_cli_existing_scheduler(tmp_path, client, capsys):
     assert "already holds 2 of these 2 jobs" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0
     assert len(rows_in(out)) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# model classes, ONNX and the store path (issue 17)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cli_refuses_unwritable_store_before_anything_runs(tmp_path, capsys):
+    from lipsdp.cli import main
+
+    write_nets(tmp_path, 1)
+    (tmp_path / "m.yaml").write_text("- model: net000.npz\n")
+    out = tmp_path / "missing-dir" / "r.sqlite"
+    assert main(["batch", str(tmp_path / "m.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing-dir" in err and "Traceback" not in err
+    with pytest.raises(BatchError.__mro__[1], match="does not exist"):  # LipSDPError, from run() too
+        batch.run(str(tmp_path / "m.yaml"), store=out, progress=False)
+
+
+def test_manifest_model_class_fields_are_validated(tmp_path):
+    write_nets(tmp_path, 1)
+    (tmp_path / "m.yaml").write_text(
+        "- model: net000.npz\n  model_class: nothere.py:Net\n"
+        "- model: net000.npz\n  model_class: Net\n"
+        "- model: net000.npz\n  input_shape: [1, 5, 5]\n"
+        "- model: net000.npz\n  model_class: pkg.mod:Net\n  model_args: 3\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        batch.load_manifest(tmp_path / "m.yaml")
+    text = str(info.value)
+    assert "m.yaml:1: model_class file 'nothere.py' does not exist" in text
+    assert "m.yaml:3: model_class must be path/to/file.py:ClassName" in text
+    assert "m.yaml:5: model_args and input_shape need model_class" in text
+    assert "m.yaml:7: model_args must be a mapping" in text
+
+
+def test_manifest_with_model_class_and_onnx_runs_in_batch(tmp_path, client):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    pytest.importorskip("onnx", reason="lipsdp[onnx] extra (onnx) not installed")
+    import warnings
+
+    import lipsdp
+    from tests.test_cli_inputs import write_checkpoint
+
+    _, module = write_checkpoint(tmp_path, channels=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(1, 1, 5, 5),), str(tmp_path / "net.onnx"), dynamo=False)
+    (tmp_path / "m.yaml").write_text(
+        "defaults:\n  solver: clarabel\n  lower: false\n"
+        "jobs:\n"
+        "  - model: ckpt.pt\n    model_class: netdef.py:Net\n    model_args: {channels: 3}\n    input_shape: [1, 5, 5]\n"
+        "  - model: net.onnx\n"
+    )
+    jobs = batch.load_manifest(tmp_path / "m.yaml")
+    assert jobs[0].model_class == f"{tmp_path / 'netdef.py'}:Net" and jobs[0].input_shape == (1, 5, 5)
+    df = batch.run(jobs, client=client, store=tmp_path / "r.sqlite", progress=False)
+    want = lipsdp.certify(module, input_shape=(1, 5, 5), solver="clarabel", lower=False).bound
+    assert list(df["status"]) == ["ok", "ok"], list(df["error"])
+    assert df["bound"].tolist() == pytest.approx([want, want], rel=1e-6)

@@ -245,7 +245,7 @@ def test_accepts_agrees_with_building_the_band():
 
 def test_capabilities_are_data():
     assert ChainBackend.anytime is True
-    assert ChainBackend.exploits == ("block-tridiagonal",)
+    assert ChainBackend.exploits == ("block-tridiagonal", "low-rank terms")
 
 
 def test_memory_model():
@@ -255,7 +255,7 @@ def test_memory_model():
         prob = formulation_for(from_weights(mlp(0, dims)), "l2", "neuron").problem()
         b = prob.lmis[0].blocks
         R = sum(t.U.shape[1] for t in prob.lmis[0].terms)
-        assert ChainBackend.memory_doubles(prob) == 30.0 * sum(k * k for k in b) + 10.0 * R * max(b)
+        assert ChainBackend.memory_doubles(prob) == {"chain": 30.0 * sum(k * k for k in b) + 10.0 * R * max(b)}
     deep = [formulation_for(from_weights(mlp(0, [8] + [16] * k + [1])), "l2", "neuron").problem() for k in (10, 20)]
-    m10, m20 = (ChainBackend.memory_doubles(p) for p in deep)
+    m10, m20 = (ChainBackend.memory_doubles(p)["chain"] for p in deep)
     assert 1.8 < m20 / m10 < 2.2  # linear in depth

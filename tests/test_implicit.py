@@ -7,7 +7,7 @@ import pytest
 
 import lipsdp
 from lipsdp.errors import InvalidNetworkError
-from lipsdp.formulations.implicit import ImplicitNetwork, certify_implicit, implicit_lower_bound
+from lipsdp.formulations.implicit import ImplicitNetwork, implicit_lower_bound
 from lipsdp.ir import GroupSort
 
 
@@ -38,11 +38,30 @@ def test_jacobian_matches_finite_differences():
     np.testing.assert_allclose(J, Jfd, atol=1e-5)
 
 
-def test_duck_typed_spec_is_accepted():
+def test_spec_is_coerced_explicitly_never_duck_typed():
     m = _model("maxmin")
     spec = types.SimpleNamespace(W=m.W, U=m.U, C=m.C, b=m.b, activation=GroupSort(2, size=8))
-    c = certify_implicit(spec, solver="sdpa", lower=False)
+    with pytest.raises(InvalidNetworkError, match="SimpleNamespace"):
+        lipsdp.certify(spec, solver="sdpa", lower=False)  # no routing by attribute names
+    c = lipsdp.certify(ImplicitNetwork.coerce(spec), solver="sdpa", lower=False)
     assert c.verified and c.bound == pytest.approx(lipsdp.certify(m, solver="sdpa", lower=False).bound, rel=1e-6)
+
+
+def test_every_option_reaches_implicit_models():
+    """Issue 13: output, decompose and memory_limit used to be ignored for implicit models."""
+    m = _model()
+    full = lipsdp.certify(m, solver="sdpa", lower=False)
+    one = lipsdp.certify(m, output=0, solver="sdpa", lower=False)
+    assert one.verified and one.output == 0
+    # one output's bound: at most the all-outputs one, at least a sampled quotient of that output
+    assert one.bound <= full.bound * (1 + 1e-6)
+    assert one.bound >= implicit_lower_bound(m, samples=8, output=0) * (1 - 1e-9)
+    with pytest.raises(lipsdp.errors.FormulationError, match="decompose"):
+        lipsdp.certify(m, decompose="bogus")
+    with pytest.raises(lipsdp.errors.MemoryLimitError):
+        lipsdp.certify(m, memory_limit=1000)
+    with pytest.raises(lipsdp.errors.FormulationError, match="out of range"):
+        lipsdp.certify(m, output=7)
 
 
 def test_invalid_shapes_raise():
@@ -56,7 +75,7 @@ def test_ill_posed_model_is_not_certified():
     """W = 1.5 I with ReLU: z = ReLU(1.5 z + x) has no equilibrium for x > 0; never certified."""
     model = ImplicitNetwork(1.5 * np.eye(2), np.eye(2), np.eye(2), "relu")
     try:
-        c = certify_implicit(model, solver="sdpa", lower=False)
+        c = lipsdp.certify(model, solver="sdpa", lower=False)
     except lipsdp.errors.SolverError:
         return
     assert not c.verified

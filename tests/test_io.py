@@ -4,6 +4,7 @@ Reference files: shared/refdata/LipSDP (SOURCE.md: 'weights' cell, dims [784, 50
 [2, 10, 30, 20, 2]) and shared/refdata/QCs_MaxMin (NOTE.md: 'W' cell, MaxMin nets).
 """
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -223,10 +224,19 @@ def test_load_path_errors(tmp_path):
         load(tmp_path / "missing.npz")
     with pytest.raises(ModelLoadError, match="is a directory"):
         load(tmp_path)
-    f = tmp_path / "w.onnx"
+    f = tmp_path / "w.h5"
     f.write_bytes(b"abc")
-    with pytest.raises(ModelLoadError, match="unknown file type '.onnx'.*\\.npz"):
+    with pytest.raises(ModelLoadError, match="unknown file type '.h5'.*\\.npz.*\\.onnx"):
         load(f)
+    if importlib.util.find_spec("onnx") is not None:
+        o = tmp_path / "w.onnx"
+        o.write_bytes(b"abc")
+        with pytest.raises(ModelLoadError, match="w.onnx: not a readable ONNX model"):
+            load(o)
+    t = tmp_path / "text.npz"
+    t.write_text("W0 = [[1, 2], [3, 4]]\n")
+    with pytest.raises(ModelLoadError, match="not an .npz archive"):
+        load(t)
     e = tmp_path / "empty.npz"
     e.write_bytes(b"")
     with pytest.raises(ModelLoadError, match="empty"):

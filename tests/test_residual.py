@@ -62,12 +62,10 @@ def test_lifted_feedforward_equals_feedforward_formulation():
                    Affine(rng.standard_normal((2, 4)))])
     from lipsdp.backends import SolveOptions, get_backend
 
-    from lipsdp.formulations.reduced import Reduced
-
     vals = []
     # the feedforward side is solved on the preserved subspace (what certify does): the full P-free
     # feedforward problem's optimum is not attained, and SDPA 0.2.3 stops 3e-4 above it there
-    for make in (lambda: LiftedL2(net, "neuron"), lambda: Reduced(FeedforwardL2(net, "neuron"))):
+    for make in (lambda: LiftedL2(net, "neuron"), lambda: FeedforwardL2(net, "neuron")):
         form = make()
         prob = form.problem()
         rec = form.recover(prob, get_backend("sdpa").solve(prob, SolveOptions()).theta)

@@ -391,45 +391,14 @@ class NativeBackend(Backend):
                     depth[t.var] = max(depth[t.var], nb - 1 - b)
         return depth
 
-    @staticmethod
-    def _split_free(problem, eps):
-        """θ_free = θ⁺ − θ⁻ with θ± ≥ 0 and a cost eps·(θ⁺ + θ⁻): a tiny ℓ1 penalty on the free
-        multipliers.
-
-        Why: the MaxMin/GroupSort QC has a recession direction (γ, τ) ∝ (−1, 1) whose term is
-        −(1^T Δv − 1^T Δφ)² per group — an exact penalty of the linear identity sum(out) = sum(in).
-        The supremum is approached only as |γ| → ∞, so an interior-point method drifts along it
-        (measured: benchmarks/results-native.md) and ends on points too ill-conditioned for the
-        rounding-safe check.  The penalty makes the optimum finite; its cost in the bound is
-        ≤ eps·Σ|θ_free| at the solution (reported back), and the check recomputes the bound from
-        the multipliers anyway.  Returns (problem, n_orig, free).
-        """
-        from dataclasses import replace
-
-        from lipsdp.assembly import LMI, LMITerm
-
-        free = np.flatnonzero(~np.asarray(problem.nonneg, dtype=bool))
-        if free.size == 0 or eps <= 0:
-            return problem, problem.n_vars, free
-        n = problem.n_vars
-        neg_of = {int(v): n + j for j, v in enumerate(free)}
-        lmis = []
-        for lmi in problem.lmis:
-            terms = list(lmi.terms)
-            terms += [LMITerm(neg_of[t.var], t.U, -np.asarray(t.C)) for t in lmi.terms if t.var in neg_of]
-            lmis.append(LMI(lmi.size, lmi.F0, terms, lmi.blocks))
-        c = np.concatenate([problem.c, np.zeros(free.size)])
-        c[free] += eps
-        c[n:] += eps
-        nonneg = np.ones(n + free.size, dtype=bool)
-        return replace(problem, n_vars=n + free.size, c=c, nonneg=nonneg, lmis=lmis), n, free
-
     def _solve(self, problem, options, t0):
         res = self._solve_split(problem, options, t0)
         if not res.extra.get("safeguard_mixed") or not np.any(~np.asarray(problem.nonneg, dtype=bool)):
             return res
-        # the optimum sits at a drifting, ill-conditioned point (see _split_free): solve again with
-        # a 1e-6 ℓ1 penalty on the free multipliers; the first point stays a candidate
+        # the optimum sits at a drifting, ill-conditioned point: the MaxMin/GroupSort QC's (γ, τ) ∝ (−1, 1)
+        # is a recession direction whose supremum is approached only as |γ| → ∞ (an exact penalty of
+        # sum(out) = sum(in)).  Solve again with a 1e-6 ℓ1 penalty on the free multipliers (the
+        # FreeSplit rewrite; the check recomputes the bound anyway); the first point stays a candidate
         left = None if options.time_limit is None else options.time_limit - (time.perf_counter() - t0)
         if left is not None and left <= 0:
             return res
@@ -438,16 +407,13 @@ class NativeBackend(Backend):
         opt2 = _replace(options, time_limit=left)
         first = res
         orig = problem
-        problem, n_orig, free = self._split_free(problem, 1e-6 * float(np.max(np.abs(problem.c))))
-        res = self._solve_split(problem, opt2, t0)
+        from lipsdp.reductions import FreeSplit
+
+        split = FreeSplit(1e-6 * float(np.max(np.abs(problem.c))))
+        res = self._solve_split(split.apply(problem), opt2, t0)
         if res.theta is not None:
-            th = res.theta[:n_orig].copy()
-            th[free] -= res.theta[n_orig:]
-            cands = []
-            for t_ in res.extra.get("candidates", ()):
-                u = t_[:n_orig].copy()
-                u[free] -= t_[n_orig:]
-                cands.append(u)
+            th = split.invert(res.theta)
+            cands = [split.invert(t_) for t_ in res.extra.get("candidates", ())]
             res.theta, res.objective = th, float(orig.c @ th)
             res.extra["candidates"] = cands + [first.theta] + list(first.extra.get("candidates", ()))
             res.message = (res.message + "; " if res.message else "") + \

@@ -159,7 +159,11 @@ class FeedforwardL2(FeedforwardFamily):
         V = self._input_basis()
         if V is not None:
             steps.append(InputReduction(V))
-        return steps + self._subspace_steps(border=0)
+        sub = self._subspace_steps(border=0)
+        if not sub and self.qcs:  # slack in every hidden direction for the rounding-safe check
+            n0 = dims[0] if V is None else V.shape[1]
+            sub = [Margin(self.hidden_margin, [np.arange(n0, n0 + sum(dims[1:]))])]
+        return steps + sub
 
     def _layout_size(self) -> int:
         return max(sl.stop for sl in self._layout.values())

@@ -139,27 +139,22 @@ class ImplicitNetwork:
 
 
 def _t_basis(qc):
-    """(param name, index, T_j) for the multipliers entering T (not P): T = Σ θ_j T_j."""
+    """(param name, index, T_j) for the multipliers entering the QC's metric T = Σ θ_j T_j
+    (:meth:`~lipsdp.constraints.QuadraticConstraint.metric`)."""
     out = []
     zero = {p.name: np.zeros(p.size) for p in qc.params()}
     for p in qc.params():
-        if p.name == "tau":
+        if p.name not in qc.metric_params:
             continue
         for i in range(p.size):
             vals = {k: v.copy() for k, v in zero.items()}
             vals[p.name][i] = 1.0
-            out.append((p.name, i, _t_matrix(qc, vals)))
+            out.append((p.name, i, qc.metric(vals)))
     return out
 
 
 def _t_matrix(qc, vals):
-    Q11, Q12, Q22 = qc.blocks(vals)
-    if qc.activation.kind == "slope":
-        return -0.5 * Q22  # Q22 = −2T
-    vals = dict(vals)
-    if "tau" in vals:
-        vals["tau"] = np.zeros_like(vals["tau"])
-    return qc.blocks(vals)[0]  # Q11 = T − 2S with S = 0
+    return qc.metric(vals)
 
 
 class ImplicitL2(Formulation):
@@ -187,10 +182,7 @@ class ImplicitL2(Formulation):
             _, _, Vt = np.linalg.svd(m.U, full_matrices=False)
             self._V = Vt.T
         self.zero = not np.any(m.U) or not np.any(C)
-        if act.kind == "slope":
-            self.one_lipschitz = bool(np.all(act.alpha >= -1.0) and np.all(act.beta <= 1.0))
-        else:
-            self.one_lipschitz = act.kind in ("groupsort", "householder")
+        self.one_lipschitz = float(act.lipschitz) <= 1.0
 
     def naive_bound(self) -> float:
         """‖C‖ ‖U‖ Lip(φ) / (1 − Lip(φ)‖W‖) when Lip(φ)‖W‖ < 1, else inf."""

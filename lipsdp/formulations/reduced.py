@@ -25,8 +25,7 @@ n_0' + Σ_k f_k (MaxMin: half the hidden coordinates) and its optimum is attaine
   point certifies the bound.  Any feasible point of the full problem restricts to a feasible
   reduced point (the dropped terms vanish there); conversely (Finsler's lemma) a strictly
   feasible reduced point is feasible for the full problem with γ = −t, τ = t, t large.  Same
-  optimal value.  Measured on refdata: 2FC-16 22.07438 (full problem, native: 22.07445); 18FC-32
-  11063.6 in 6 s (full problem: 11119 after 109 s).
+  optimal value (measured on the refdata MaxMin nets: README, "Methods").
 * **Checked on the subspace, from the original weights.**  The independent checks
   (:func:`lipsdp.check.check_feedforward`, :func:`~lipsdp.formulations.linf.check_linf`) build N'
   again from the original W_k and bound its rounding error (:func:`lipsdp.check.on_subspace`).

@@ -14,6 +14,10 @@ registered for its module type or function (:mod:`.registry`); arithmetic is han
   (GLipSDP's R18 blocks), is that Residual followed by the activation layer — the IR (and the
   lifted LMI of math.md §7) takes any sequence of Affine, Activation and Residual layers.
 
+Convolutions stay :class:`lipsdp.linop.Conv` operators: a zero ``F.pad`` just before one is
+absorbed into its padding, and a BatchNorm or a scalar multiple just after one into its kernel
+(:func:`~.linear.fold`, the same map).
+
 Every unsupported operation is collected into one :class:`UnsupportedLayerError` naming the
 qualified submodule it sits in (``features.3``) and the source line of the call.
 """

@@ -500,3 +500,20 @@ def test_deel_sequential(torchlip):
     model = torchlip.Sequential(torchlip.SpectralLinear(4, 6), torchlip.GroupSort2(), torchlip.SpectralLinear(6, 2),
                                 k_coef_lip=2.0)
     _check(model)
+
+
+def test_unsupported_module_deep_in_a_sequential_is_named():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.LayerNorm(4), nn.ReLU())
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+    with pytest.raises(UnsupportedLayerError) as err:
+        from_torch(Net())
+    line = str(err.value).splitlines()[1]
+    assert line.startswith("  - 'features.3' (torch.nn.modules.normalization.LayerNorm) at test_export.py:")
+    assert "`return self.head(self.features(x))`: no converter registered for it" in line

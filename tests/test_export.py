@@ -517,3 +517,21 @@ def test_unsupported_module_deep_in_a_sequential_is_named():
     line = str(err.value).splitlines()[1]
     assert line.startswith("  - 'features.3' (torch.nn.modules.normalization.LayerNorm) at test_export.py:")
     assert "`return self.head(self.features(x))`: no converter registered for it" in line
+
+
+def test_inplace_operation_misread_by_the_graph_is_caught():
+    """fx records ``y.mul_(2)`` as a node whose result is unused, so the graph alone would export the
+    network without the multiplication; the self-check against forward's real output refuses it."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            y.mul_(2.0)
+            return self.b(y)
+
+    with pytest.raises(InvalidNetworkError, match="does not reproduce Net.forward"):
+        from_torch(Net())

@@ -423,7 +423,36 @@ def from_torch(module: nn.Module, input_shape=None) -> ir.Network:
         raise InvalidNetworkError(
             f"the model {type(module).__name__} computes no affine map or activation (only reshapes/identities)"
         )
-    return ir.Network(_with_identities(layers, numel(shape)), name=type(module).__name__)
+    net = ir.Network(_with_identities(layers, numel(shape)), name=type(module).__name__)
+    _self_check(net, graph, module)
+    return net
+
+
+#: relative agreement required between the exported network and ``forward`` on the trace's sample
+SELF_CHECK_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+
+def _self_check(net: ir.Network, graph: fx.Graph, module: nn.Module) -> None:
+    """The exported network must give, on the trace's sample batch, what ``forward`` gave when it
+    ran there (the trace records the real output, in-place operations included): a guard against
+    any operation the graph walk misread."""
+    nodes = list(graph.nodes)
+    sample = next(n for n in nodes if n.op == "placeholder").meta["value"]
+    want = nodes[-1].args[0].meta.get("value") if isinstance(nodes[-1].args[0], fx.Node) else None
+    if not isinstance(want, torch.Tensor):  # pragma: no cover - the walk already required one tensor
+        return
+    want = f64(want).reshape(len(sample), -1)
+    got = net.forward(f64(sample).reshape(len(sample), -1))
+    rtol = SELF_CHECK_RTOL.get(sample.dtype, 1e-2)
+    scale = max(float(np.abs(want).max()), 1e-30)
+    err = float(np.abs(got - want).max())
+    if not err <= rtol * scale:
+        raise InvalidNetworkError(
+            f"the exported network does not reproduce {type(module).__name__}.forward on a random sample "
+            f"(max difference {err:.3g}, relative {err / scale:.3g}); an in-place operation whose result is not "
+            "used (x.relu_(), x.add_(y)) or another side effect in forward is the usual cause: assign results "
+            "(x = x.relu())"
+        )
 
 
 def _with_identities(layers: list, dim: int) -> list:

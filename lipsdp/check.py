@@ -150,6 +150,15 @@ def spectral_upper(W: np.ndarray) -> float:
     return float(np.sqrt(np.sum(W * W)) * (1 + (W.size + 2) * U_ROUND))
 
 
+def _norm2_upper(W) -> float:
+    """A rigorous upper bound on ‖W‖₂ (dense: :func:`spectral_upper`; sparse: the operator's own)."""
+    if sp.issparse(W):
+        from .linop import Sparse
+
+        return Sparse(W).norm2_upper()
+    return spectral_upper(W)
+
+
 def subspace_basis(Ws, frees, border: int = 0):
     """(N', per-block bounds on ‖(N − N')[:, block j]‖₂, η block offsets).
 
@@ -177,10 +186,10 @@ def subspace_basis(Ws, frees, border: int = 0):
             cur[:, eoff[k]:eoff[k + 1]] = np.eye(dims[k])
         else:
             used = prev[:, : eoff[k]]
-            cur[:, : eoff[k]] = W @ used
+            cur[:, : eoff[k]] = W @ used  # W dense, or scipy sparse (structured operators)
             cur[:, eoff[k]:eoff[k + 1]] = B
-            absprod = np.abs(W) @ np.abs(used)
-            w = spectral_upper(W)
+            absprod = np.asarray(abs(W) @ np.abs(used))
+            w = _norm2_upper(W)
             g = _gamma(W.shape[1] + 1) * (1 + 1e-6)
             for j in range(k):
                 rnd = g * float(np.sqrt(np.sum(absprod[:, eoff[j]:eoff[j + 1]] ** 2)))

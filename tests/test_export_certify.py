@@ -146,14 +146,8 @@ def test_maxpool_layers_are_the_pool():
     assert isinstance(net.layers[1], ir.GroupSort) and net.layers[1].group_size == 9
 
 
-_SUBSPACE_DENSE_ONLY = pytest.mark.xfail(
-    raises=ValueError, strict=True,
-    reason="check.subspace_basis (GroupSort's preserved subspace) takes dense weights only: np.abs / spectral_upper "
-           "on a scipy sparse operator raise")
-
-
 @pytest.mark.parametrize("kind", ["conv-stride-padding", "residual-conv-block",
-                                  pytest.param("maxpool", marks=_SUBSPACE_DENSE_ONLY)])
+                                  "maxpool"])
 def test_operator_form_certifies_like_the_dense_form(kind):
     """The exported operators (Conv / Sparse) give the same checked bound as their dense copies."""
     model, shape = _model(kind)

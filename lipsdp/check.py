@@ -62,11 +62,13 @@ def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int, extra=None) -> tuple
     ``A_abs`` bounds the magnitudes summed to form A's entries (same assembly in absolute
     values), ``inner`` the longest inner product length used.  ``extra(d)``, if given, bounds
     ‖D F D‖₂ for a further perturbation F of A, D = diag(d) the scaling used.  Returns (passed, δ).
+    Sparse A above SPARSE_PROOF_ORDER: the banded Cholesky on a reverse Cuthill–McKee ordering when
+    the band adds little fill, else the sparse proof :func:`lipsdp.check_sparse.sparse_psd_proof`.
     """
     n = A.shape[0]
     if sp.issparse(A):  # block-tridiagonal LMIs of deep nets: the same test in sparse/banded storage
         A, A_abs = sp.csr_matrix(A), sp.csr_matrix(A_abs)
-        if n > SPARSE_PROOF_ORDER:  # large: banded Cholesky on an RCM ordering, else a sparse LDLᵀ
+        if n > SPARSE_PROOF_ORDER:  # large: banded Cholesky on an RCM ordering, else a sparse Cholesky
             from .check_sparse import band_wins, sparse_psd_proof
 
             p = band_wins(A)
@@ -102,7 +104,7 @@ def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int, extra=None) -> tuple
     return _spd_factor(As) is not None, delta
 
 
-#: sparse orders above which _spd_factor factors a wide-band sparse matrix by a sparse LDLᵀ instead
+#: sparse orders above which _spd_factor factors a wide-band sparse matrix by a sparse factorisation instead
 #: of a dense Cholesky (8·n² bytes: 1.2 GB at this order)
 DENSE_FACTOR_ORDER = 12000
 
@@ -133,9 +135,9 @@ def _spd_factor(A: np.ndarray):
     else:
         u = _bandwidth(A) if n > 400 else n
     if sp.issparse(A) and 4 * u >= n and n > DENSE_FACTOR_ORDER:  # no dense copy of a large LMI
-        from .check_sparse import ldl_solver
+        from .check_sparse import sparse_solver
 
-        return ldl_solver(A)
+        return sparse_solver(A)
     try:
         if 4 * u < n:
             ab = np.zeros((u + 1, n))
@@ -151,7 +153,7 @@ def _spd_factor(A: np.ndarray):
 
 def _spd_solve(factor, B: np.ndarray) -> np.ndarray:
     kind, F = factor
-    if kind == "ldl":  # lipsdp.check_sparse.ldl_solver
+    if kind == "sparse":  # lipsdp.check_sparse.sparse_solver
         return F(B)
     if kind == "band":
         return sla.cho_solve_banded((F, False), B, check_finite=False)

@@ -40,29 +40,36 @@ def shifted(A, t):
     return (A - (lam - t) * sp.identity(A.shape[0])).tocsr()
 
 
+ENGINES = list(chs.ENGINES)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("t", [1e-1, 1e-7, -1e-7, -1e-1])
-def test_agrees_with_dense_proof(t):
+def test_agrees_with_dense_proof(t, engine):
     """Same verdict as the dense psd_proof on random sparse SPD matrices, near-singular ones
     (λ_min = 1e-7, far above δ ≈ 1e-11 here but far below ‖A‖) and indefinite ones."""
     rng = np.random.default_rng(3)
     for n, dens in ((200, 0.02), (400, 0.005)):
         A = shifted(random_spd(n, dens, rng), t)
         dense_ok, dense_delta = psd_proof(A.toarray(), np.abs(A.toarray()), 1)
-        ok, delta = sparse_psd_proof(A, abs(A), 1)
+        ok, delta = sparse_psd_proof(A, abs(A), 1, engine=engine)
         assert ok == dense_ok == (t > 0)
         assert 0 < delta <= 1.01 * dense_delta  # k ≤ n + 3: never a larger margin than the dense one
 
 
-def test_rejects_indefinite_by_a_hair():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rejects_indefinite_by_a_hair(engine):
     """λ_min = −1e-9·‖A‖ (a matrix perturbed just past singular) is rejected; λ_min = +1e-6 accepted."""
     rng = np.random.default_rng(8)
     A = random_spd(600, 0.004, rng)
     norm = float(np.linalg.eigvalsh(A.toarray())[-1])
-    assert not sparse_psd_proof(shifted(A, -1e-9 * norm), abs(A), 1)[0]
-    assert sparse_psd_proof(shifted(A, 1e-6 * norm), abs(A), 1)[0]
+    assert not sparse_psd_proof(shifted(A, -1e-9 * norm), abs(A), 1, engine=engine)[0]
+    assert sparse_psd_proof(shifted(A, 1e-6 * norm), abs(A), 1, engine=engine)[0]
 
 
 def test_rejects_bad_input():
+    with pytest.raises(ValueError, match="qdldl"):
+        sparse_psd_proof(sp.identity(3), sp.identity(3), 1, engine="nope")
     A = sp.identity(5, format="csr")
     bad = A.copy()
     bad[2, 2] = -1.0
@@ -72,7 +79,8 @@ def test_rejects_bad_input():
     assert not sparse_psd_proof(bad, abs(bad), 1)[0]
 
 
-def test_tighter_k_is_used_when_the_first_margin_fails():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tighter_k_is_used_when_the_first_margin_fails(engine):
     """tridiag(−1, 2, −1) − (λ₁ − t)·I of order 3000 (λ₁ = 2 − 2cos(π/(n+1)), so λ_min = t): with
     t = 1e-10 the margin with k = n + 3 (≈ 4e-9) is too large, the structural row count of L̂
     (c = 2, k = 5: δ ≈ 7e-12) proves it; the dense proof (k = n + 1) cannot.  t = −1e-10: rejected."""
@@ -81,7 +89,7 @@ def test_tighter_k_is_used_when_the_first_margin_fails():
     for t, expect in ((1e-10, True), (-1e-10, False)):
         A = sp.diags([np.full(n - 1, -1.0), np.full(n, 2.0 - (lam1 - t)), np.full(n - 1, -1.0)], [-1, 0, 1],
                      format="csr")
-        ok, delta = sparse_psd_proof(A, abs(A), 1)
+        ok, delta = sparse_psd_proof(A, abs(A), 1, engine=engine)
         assert ok == expect
         if expect:
             g = chk._gamma(n + 3)
@@ -139,13 +147,13 @@ def test_check_routes_to_sparse_proof_and_agrees(monkeypatch, which):
 
 
 def test_sparse_solver_for_the_schur_complement(monkeypatch):
-    """Above DENSE_FACTOR_ORDER, _spd_factor factors a wide-band sparse matrix by QDLDL (no dense
-    copy): solves agree with a dense solve; an indefinite matrix gives None."""
+    """Above DENSE_FACTOR_ORDER, _spd_factor factors a wide-band sparse matrix by a sparse
+    factorisation (no dense copy): solves agree with a dense solve; an indefinite matrix gives None."""
     monkeypatch.setattr(chk, "DENSE_FACTOR_ORDER", 0)
     rng = np.random.default_rng(1)
     A = shifted(random_spd(300, 0.01, rng), 1e-2)
     fac = chk._spd_factor(A)
-    assert fac is not None and fac[0] == "ldl"
+    assert fac is not None and fac[0] == "sparse"
     B = rng.standard_normal((300, 4))
     np.testing.assert_allclose(chk._spd_solve(fac, B), np.linalg.solve(A.toarray(), B), rtol=1e-8, atol=1e-10)
     assert chk._spd_factor(shifted(A, -1e-3)) is None
@@ -192,7 +200,8 @@ def test_fill_proportional_memory_on_conv_lmi():
     assert n == 5200
     L, D, _ = qdldl.Solver(sp.triu(A, format="csc")).factors()
     assert L.nnz + n < n * n / 20  # measured: 0.92 M entries, 7 % of the dense triangle
-    assert sparse_psd_proof(A, abs(A), 1)[0]
+    for engine in ENGINES:
+        assert sparse_psd_proof(A, abs(A), 1, engine=engine)[0]
 
 
 @pytest.mark.slow

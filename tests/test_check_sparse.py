@@ -105,9 +105,9 @@ def _solved(Ws, activation="relu"):
 
 
 def _small_cnn(rng):
-    W0, shp = conv_matrix(1, 6, 6, 4, 3, 1, 1, rng)  # 36 → 144
-    W1, shp = conv_matrix(*shp, 4, 3, 2, 1, rng)  # 144 → 36
-    W2 = rng.standard_normal((10, W1.shape[0])) / 6
+    W0, shp = conv_matrix(1, 5, 5, 3, 3, 1, 1, rng)  # 25 → 75
+    W1, shp = conv_matrix(*shp, 3, 3, 2, 1, rng)  # 75 → 27
+    W2 = rng.standard_normal((5, W1.shape[0])) / 5
     return [W0.toarray(), W1.toarray(), W2]
 
 
@@ -221,3 +221,38 @@ def test_mnist_2c2f_shaped_lmi():
     lam = float(eigsh(A.tocsc(), k=1, sigma=0, which="LM", return_eigenvectors=False)[0])
     B = (A - (lam + 1e-6 * lam) * sp.identity(A.shape[0])).tocsr()
     assert not psd_proof(B, Aabs, 1568)[0]
+
+
+def test_rcm_band_path_on_a_shuffled_chain():
+    """A block-tridiagonal matrix under a random symmetric permutation (natural bandwidth ≈ n):
+    psd_proof finds the band again by reverse Cuthill–McKee, gives the dense proof's verdict and δ,
+    and hands ``extra`` the scaling vector in the caller's order."""
+    rng = np.random.default_rng(6)
+    nb, b = 40, 30
+    n = nb * b
+    A = np.zeros((n, n))
+    for k in range(nb):
+        B = rng.standard_normal((b, b))
+        A[k * b:(k + 1) * b, k * b:(k + 1) * b] = B @ B.T / b + 4 * np.diag(rng.uniform(1, 8, b))
+        if k:
+            C = rng.standard_normal((b, b)) * 0.2
+            A[k * b:(k + 1) * b, (k - 1) * b:k * b] = C
+            A[(k - 1) * b:k * b, k * b:(k + 1) * b] = C.T
+    p = rng.permutation(n)
+    A = A[np.ix_(p, p)]
+    S = sp.csr_matrix(A)
+    assert chs.band_wins(S) is not None
+    seen = []
+
+    def extra(d):
+        seen.append(d)
+        return 0.0
+
+    for shift in (0.0, 1e3):  # 1e3: certainly indefinite
+        M = A - shift * np.eye(n)
+        dense = psd_proof(M, np.abs(M), 1, extra)
+        sparse = psd_proof(sp.csr_matrix(M), sp.csr_matrix(np.abs(M)), 1, extra)
+        assert sparse[0] == dense[0] == (shift == 0.0)
+        if shift == 0.0:
+            assert sparse[1] == pytest.approx(dense[1], rel=1e-12)
+            np.testing.assert_array_equal(seen[-1], seen[-2])

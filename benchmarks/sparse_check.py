@@ -237,7 +237,7 @@ def main():
                 try:
                     r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
                     res = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else \
-                        {"note": "failed: " + r.stderr.strip().splitlines()[-1][:80]}
+                        {"note": "failed: " + (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1][:80]}
                 except subprocess.TimeoutExpired:
                     res = {"note": f"> {a.timeout:g} s, killed"}
                 runs.append(res)

@@ -59,29 +59,35 @@ def _delta(k: int, tr: float, rows: float, inner: int, extra_val: float) -> floa
     return 2.0 * (g / (1 - g) * tr + _gamma(inner + 2) * rows) + 2.0 * extra_val
 
 
-def _lower_pattern_pd(As: sp.csr_matrix) -> sp.csr_matrix:
-    """A strictly diagonally dominant (positive definite) matrix with the pattern of As."""
-    B = abs(As).tocsr()
-    B.setdiag(np.asarray(B.sum(axis=1)).ravel() + 1.0)
-    return B
+def _lower_pattern_pd(low: sp.coo_matrix) -> sp.coo_matrix:
+    """A strictly diagonally dominant (positive definite) matrix with the pattern of the symmetric
+    matrix whose lower triangle is ``low`` (returned as its lower triangle)."""
+    n = low.shape[0]
+    a = np.abs(low.data)
+    off = low.row != low.col
+    sums = np.bincount(low.row, a, minlength=n) + np.bincount(low.col[off], a[off], minlength=n)
+    vals = np.where(off, a, sums[low.row] + 1.0)
+    return sp.coo_matrix((vals, (low.row, low.col)), shape=low.shape)
+
+
+def _shifted(low: sp.coo_matrix, delta: float) -> np.ndarray:
+    vals = low.data.copy()
+    vals[low.row == low.col] -= delta  # one rounding per diagonal entry (E in the module docstring)
+    return vals
 
 
 def _row_max(rows_of_nonzeros: np.ndarray, n: int) -> int:
     return int(np.max(np.bincount(rows_of_nonzeros, minlength=n))) if rows_of_nonzeros.size else 1
 
 
-def _cholmod(As: sp.csr_matrix, delta: float, count: bool):
-    """CHOLMOD supernodal LLᵀ of fl(As − δI) via cvxopt: (ran to the end with positive pivots,
-    max nonzeros in a row of the computed L̂ or None)."""
+def _cholmod(low: sp.coo_matrix, delta: float, count: bool):
+    """CHOLMOD supernodal LLᵀ of fl(A_s − δI) (``low`` its lower triangle) via cvxopt: (ran to the
+    end with positive pivots, max nonzeros in a row of the computed L̂ or None)."""
     import cvxopt
     from cvxopt import cholmod
 
-    n = As.shape[0]
-    C = sp.tril(As, format="coo")
-    vals = C.data.copy()
-    on_diag = C.row == C.col
-    vals[on_diag] -= delta  # one rounding per diagonal entry (E in the module docstring)
-    S = cvxopt.spmatrix(vals, C.row.astype(int), C.col.astype(int), (n, n))
+    n = low.shape[0]
+    S = cvxopt.spmatrix(_shifted(low, delta), low.row.astype(int), low.col.astype(int), (n, n))
     saved = dict(cholmod.options)
     cholmod.options["supernodal"] = 2  # LLᵀ: a non-positive pivot stops the factorisation
     try:
@@ -92,27 +98,29 @@ def _cholmod(As: sp.csr_matrix, delta: float, count: bool):
     finally:
         cholmod.options.clear()
         cholmod.options.update(saved)
+    del S
     diag = np.array(cholmod.diag(F)).ravel()
     if not (np.all(diag > 0) and np.all(np.isfinite(diag))):
         return False, None
     if not count:
         return True, None
     L = cholmod.getfactor(F)  # the computed L̂ (a copy); its nonzeros bound the terms per entry
+    del F
     x = np.array(L.V).ravel()
     if not np.all(np.isfinite(x)):
         return False, None
     return True, _row_max(np.array(L.I).ravel()[x != 0], n)
 
 
-def _qdldl(As: sp.csr_matrix, delta: float, count: bool):
-    """QDLDL LDLᵀ of fl(As − δI): (all D̂ positive and finite, structural max row count of the unit L̂)."""
+def _qdldl(low: sp.coo_matrix, delta: float, count: bool):
+    """QDLDL LDLᵀ of fl(A_s − δI) (``low`` its lower triangle): (all D̂ positive and finite,
+    structural max row count of the unit L̂)."""
     import qdldl
 
-    n = As.shape[0]
-    At = sp.triu(As, format="csc")
-    At.setdiag(At.diagonal() - delta)  # one rounding per diagonal entry (E in the module docstring)
+    n = low.shape[0]
+    upper = sp.csc_matrix((_shifted(low, delta), (low.col, low.row)), shape=low.shape)
     try:
-        L, D, _ = qdldl.Solver(At).factors()
+        L, D, _ = qdldl.Solver(upper).factors()
     except RuntimeError:  # an exact zero pivot (or a zero on the shifted diagonal)
         return False, None
     if not (np.all(D > 0) and np.all(np.isfinite(D)) and np.all(np.isfinite(L.data))):
@@ -153,20 +161,23 @@ def sparse_psd_proof(A, A_abs, inner: int, extra=None, engine: str | None = None
     if not np.all(np.isfinite(A.data)) or np.any(diag <= 0):
         return False, float("nan")
     d = np.exp2(-np.round(0.5 * np.log2(diag)))  # exact power-of-two scaling
-    Dg = sp.diags(d)
-    As = (Dg @ A @ Dg).tocsr()
-    rows = float(np.max(np.asarray(abs(Dg @ A_abs @ Dg).sum(axis=1)).ravel()))
-    tr = float(As.diagonal().sum())
+    Aabs = sp.csr_matrix((np.abs(A_abs.data), A_abs.indices, A_abs.indptr), shape=A_abs.shape)
+    rows = float(np.max(d * (Aabs @ d)))  # max row sum of D|A_abs|D
+    del Aabs
+    low = sp.tril(A, format="coo")  # A_s = DAD, lower triangle (products with powers of two: exact)
+    low.sum_duplicates()
+    low.data = low.data * d[low.row] * d[low.col]
+    tr = float(np.sum(low.data[low.row == low.col]))
     ev = 0.0 if extra is None else float(extra(d))
     delta = _delta(n + 3, tr, rows, inner, ev)
-    if fac(As, delta, False)[0]:
+    if fac(low, delta, False)[0]:
         return True, delta
-    c = fac(_lower_pattern_pd(As), 0.0, True)[1]  # the pattern's row count (an estimate for CHOLMOD)
+    c = fac(_lower_pattern_pd(low), 0.0, True)[1]  # the pattern's row count (an estimate for CHOLMOD)
     for _ in range(3):
         if c is None or c >= n:
             return False, delta
         delta = _delta(c + 3, tr, rows, inner, ev)
-        ok, c_used = fac(As, delta, True)
+        ok, c_used = fac(low, delta, True)
         if not ok:
             return False, delta
         if c_used <= c:  # the factor of Ã itself has at most c nonzeros per row: the bound holds

@@ -104,12 +104,12 @@ def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int, extra=None) -> tuple
     return _spd_factor(As) is not None, delta
 
 
-#: sparse orders above which _spd_factor factors a wide-band sparse matrix by a sparse factorisation instead
-#: of a dense Cholesky (8·n² bytes: 1.2 GB at this order)
-DENSE_FACTOR_ORDER = 12000
+#: sparse orders above which _spd_factor factors a wide-band sparse matrix by a sparse factorisation
+#: instead of a dense Cholesky (benchmarks/results-sparsecheck.md: faster from order ~5000, less memory)
+DENSE_FACTOR_ORDER = 4000
 
 #: sparse orders above which psd_proof picks between the banded Cholesky (RCM ordering) and the
-#: sparse LDLᵀ proof of :mod:`lipsdp.check_sparse`; below it, the dense factorisation is cheap
+#: sparse proof of :mod:`lipsdp.check_sparse`; below it, the dense factorisation is cheap
 SPARSE_PROOF_ORDER = 1000
 
 

@@ -97,6 +97,17 @@ def test_tighter_k_is_used_when_the_first_margin_fails(engine):
             assert not psd_proof(A.toarray(), np.abs(A.toarray()), 1)[0]
 
 
+def test_tighter_k_skipped_above_count_max_order(monkeypatch):
+    """Above COUNT_MAX_ORDER only k = n + 3 is tried (no copy of the factor): the matrix of the test
+    above, provable only with the tighter margin, is then (soundly) not proved."""
+    monkeypatch.setattr(chs, "COUNT_MAX_ORDER", 100)
+    n = 3000
+    lam1 = 2 - 2 * np.cos(np.pi / (n + 1))
+    A = sp.diags([np.full(n - 1, -1.0), np.full(n, 2.0 - (lam1 - 1e-10)), np.full(n - 1, -1.0)], [-1, 0, 1],
+                 format="csr")
+    assert not sparse_psd_proof(A, abs(A), 1)[0]
+
+
 def _solved(Ws, activation="relu"):
     net = lipsdp.from_weights(Ws, activation=activation)
     form = formulation_for(net, "l2", "neuron")

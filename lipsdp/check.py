@@ -62,10 +62,22 @@ def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int, extra=None) -> tuple
     ``A_abs`` bounds the magnitudes summed to form A's entries (same assembly in absolute
     values), ``inner`` the longest inner product length used.  ``extra(d)``, if given, bounds
     ‖D F D‖₂ for a further perturbation F of A, D = diag(d) the scaling used.  Returns (passed, δ).
+    Sparse A above SPARSE_PROOF_ORDER: the banded Cholesky on a reverse Cuthill–McKee ordering when
+    the band adds little fill, else the sparse proof :func:`lipsdp.check_sparse.sparse_psd_proof`.
     """
     n = A.shape[0]
     if sp.issparse(A):  # block-tridiagonal LMIs of deep nets: the same test in sparse/banded storage
         A, A_abs = sp.csr_matrix(A), sp.csr_matrix(A_abs)
+        if n > SPARSE_PROOF_ORDER:  # large: banded Cholesky on an RCM ordering, else a sparse Cholesky
+            from .check_sparse import band_wins, sparse_psd_proof
+
+            p = band_wins(A)
+            if p is None:  # convolutions: the band would fill in (check_sparse module docstring)
+                return sparse_psd_proof(A, A_abs, inner, extra)
+            A, A_abs = A[p][:, p], A_abs[p][:, p]  # a symmetric permutation: same verdict, same δ
+            if extra is not None:
+                inv, extra0 = np.argsort(p), extra
+                extra = lambda dp: extra0(dp[inv])  # noqa: E731  (extra sees the original order)
         diag = A.diagonal()
         if np.any(~np.isfinite(A.data)) or np.any(diag <= 0):
             return False, float("nan")
@@ -92,6 +104,15 @@ def psd_proof(A: np.ndarray, A_abs: np.ndarray, inner: int, extra=None) -> tuple
     return _spd_factor(As) is not None, delta
 
 
+#: sparse orders above which _spd_factor factors a wide-band sparse matrix by a sparse factorisation
+#: instead of a dense Cholesky (benchmarks/results-sparsecheck.md: faster from order ~5000, less memory)
+DENSE_FACTOR_ORDER = 4000
+
+#: sparse orders above which psd_proof picks between the banded Cholesky (RCM ordering) and the
+#: sparse proof of :mod:`lipsdp.check_sparse`; below it, the dense factorisation is cheap
+SPARSE_PROOF_ORDER = 1000
+
+
 def _bandwidth(A: np.ndarray) -> int:
     """Upper bandwidth of a symmetric matrix (max j − i over its nonzeros)."""
     nz = A != 0
@@ -113,6 +134,10 @@ def _spd_factor(A: np.ndarray):
         u = int(max(0, np.max(C.col - C.row))) if C.nnz else 0
     else:
         u = _bandwidth(A) if n > 400 else n
+    if sp.issparse(A) and 4 * u >= n and n > DENSE_FACTOR_ORDER:  # no dense copy of a large LMI
+        from .check_sparse import sparse_solver
+
+        return sparse_solver(A)
     try:
         if 4 * u < n:
             ab = np.zeros((u + 1, n))
@@ -128,6 +153,8 @@ def _spd_factor(A: np.ndarray):
 
 def _spd_solve(factor, B: np.ndarray) -> np.ndarray:
     kind, F = factor
+    if kind == "sparse":  # lipsdp.check_sparse.sparse_solver
+        return F(B)
     if kind == "band":
         return sla.cho_solve_banded((F, False), B, check_finite=False)
     return sla.cho_solve((F, True), B, check_finite=False)

@@ -6,8 +6,8 @@ semidefinite matrix with the criterion of :func:`lipsdp.check.psd_proof` (Demmel
 2006, "Verification of positive definiteness"), applied to a sparse factorisation with a
 fill-reducing ordering: memory proportional to the fill, no solver involved.  Two engines, in
 order of preference (:data:`ENGINES`): CHOLMOD's supernodal LLᵀ as bundled with cvxopt (AMD
-ordering, BLAS-3 on the supernodes; cvxopt is already a lipsdp requirement) and QDLDL's LDLᵀ (AMD
-ordering, Apache-2.0, scalar up-looking).
+ordering, BLAS-3 on the supernodes; used when the optional cvxopt extra is installed) and QDLDL's LDLᵀ (AMD
+ordering, Apache-2.0, scalar up-looking; a core requirement, so the proof never needs GPL code).
 
 **Criterion.**  D = diag(d), d_i = 2^−round(log₂(a_ii)/2) (exact scaling), A_s = DAD,
 Ã = fl(A_s − δI).  The engine factors PᵀÃP (P its AMD permutation) without pivoting.  The proof

@@ -13,6 +13,9 @@ import lipsdp
 
 ROOT = pathlib.Path(lipsdp.__file__).resolve().parent
 SOLVERS = {"cvxopt", "sdpa", "scs", "clarabel", "mosek", "native"}  # "chain" is also a method name
+#: module names used as libraries, not as solver choices: the sparse check's optional CHOLMOD engine
+#: is bundled with the cvxopt package (its table names the module to import)
+LIBRARY_USES = {("check_sparse.py", "cvxopt")}
 
 
 def test_import_is_cheap():
@@ -36,7 +39,9 @@ def test_solver_names_only_in_backends():
     for path in ROOT.rglob("*.py"):
         if "backends" in path.relative_to(ROOT).parts:
             continue
-        offenders += [f"{path.relative_to(ROOT)}:{line}: {name!r}" for line, name in _solver_name_literals(path)]
+        rel = str(path.relative_to(ROOT))
+        offenders += [f"{rel}:{line}: {name!r}" for line, name in _solver_name_literals(path)
+                      if (rel, name) not in LIBRARY_USES]
     assert not offenders, "solver names outside lipsdp/backends/:\n" + "\n".join(offenders)
 
 

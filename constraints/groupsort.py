@@ -12,6 +12,7 @@ S = 0 loses nothing: the QC matrix is unchanged along (γ, ν, τ) → (γ + 2t,
 (math.md §4), and fixing it removes an unbounded direction that makes interior-point solvers fail.
 
 * ``neuron``: the full multiplier set above (λ, γ, τ per group) — default, tightest.
+* ``channel``: same as ``neuron`` (per group already).
 * ``chain`` (alias ``layer``): S = P = 0 (τ dropped), what the authors' code solves for Table 1;
   for feedforward nets the LMI then decouples into a chain of layer-wise LMIs.
 """
@@ -29,6 +30,7 @@ __all__ = ["GroupSortQC", "HouseholderQC"]
 class _GroupQC(QuadraticConstraint):
     VARIANTS = {
         "neuron": "λ ≥ 0, γ and τ free per group (full LipSDP-NSR, S = 0 w.l.o.g.)",
+        "channel": "same as neuron (the multipliers are per group already)",
         "chain": "λ ≥ 0, γ free per group, S = P = 0 (the paper's Table 1 form)",
         "layer": "same as chain",
     }
@@ -44,7 +46,7 @@ class _GroupQC(QuadraticConstraint):
 
     @property
     def has_p(self) -> bool:
-        return self.variant == "neuron"
+        return self.variant in ("neuron", "channel")
 
     @property
     def penalty(self):

@@ -1,4 +1,4 @@
-"""Slope-restricted elementwise activations: LipSDP-Neuron and LipSDP-Layer.
+"""Slope-restricted elementwise activations: LipSDP-Neuron, GLipSDP's channel-wise and LipSDP-Layer.
 
 Fazlyab, Robey, Hassani, Morari, Pappas, "Efficient and Accurate Estimation of Lipschitz
 Constants for Deep Neural Networks", NeurIPS 2019 (arXiv 1906.04893), Lemma 1 / Theorem 2.
@@ -6,8 +6,22 @@ For φ with slope in [α_i, β_i] on neuron i and every T = diag(λ), λ ≥ 0::
 
     [Δv; Δφ]^T [[−2 diag(αβ) T, diag(α+β) T], [diag(α+β) T, −2T]] [Δv; Δφ] ≥ 0.
 
-* ``neuron``: one λ_i per neuron (default, tighter).
-* ``layer``:  one λ per layer (T = λI; looser, cheaper).
+Each neuron's 2 × 2 form is ≥ 0 on its own, so any T = diag(λ) with λ ≥ 0 is valid; the
+variants differ only in which neurons share a multiplier:
+
+* ``neuron``:  one λ_i per neuron (default, tightest).
+* ``channel``: one λ_c per channel, shared by the H·W neurons of channel c (T = blkdiag(λ_c I_HW)),
+  the choice of GLipSDP (Pauli, Wang, Berberich, Allgöwer, "Lipschitz constant estimation for
+  general neural network architectures using control tools", arXiv 2405.01125).  Neurons are in
+  (C, H, W) order, so channel c is the contiguous block [c·HW, (c+1)·HW); the layout comes from
+  ``SlopeRestricted.channels`` (set by :class:`lipsdp.ir.Network` after a convolution).  After a
+  dense layer each neuron is its own channel (= ``neuron``).  A sub-family of ``neuron``: sound,
+  never tighter, far fewer multipliers.
+* ``layer``:   one λ per layer (T = λI; looser, cheaper).
+
+:meth:`terms` gives every variant as the same per-neuron rank-2 pieces; a shared multiplier is
+several pieces with one (param, index) (backends sum them), so solvers see each neuron's
+sparsity whatever the sharing.
 
 The coupled "LipSDP-Network" multipliers (T = diag + Σ z_ij (e_i − e_j)(e_i − e_j)^T) are NOT a
 valid QC for ReLU — on refdata/LipSDP/mnist_weights.mat they give 24.0265, below the true
@@ -18,7 +32,6 @@ refused.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from lipsdp.errors import FormulationError
 
@@ -39,6 +52,7 @@ UNSOUND = {
 class SlopeRestrictedQC(QuadraticConstraint):
     VARIANTS = {
         "neuron": "one multiplier per neuron (LipSDP-Neuron)",
+        "channel": "one multiplier per channel after a convolution, per neuron after a dense layer (GLipSDP)",
         "layer": "one multiplier per layer (LipSDP-Layer)",
         "chain": "same as neuron (slope-restricted QCs have no coupling terms)",
     }
@@ -49,9 +63,22 @@ class SlopeRestrictedQC(QuadraticConstraint):
         super().__init__(activation, variant)
         self.alpha = np.asarray(activation.alpha, dtype=float)
         self.beta = np.asarray(activation.beta, dtype=float)
+        #: owner[i] = the multiplier of neuron i
+        self.owner = self._owners()
+
+    def _owners(self) -> np.ndarray:
+        n = self.n
+        if self.variant == "layer":
+            return np.zeros(n, dtype=int)
+        channels = getattr(self.activation, "channels", None) if self.variant == "channel" else None
+        if not channels:
+            return np.arange(n)
+        if n % channels:
+            raise FormulationError(f"method='channel': {n} neurons cannot be split into {channels} channels")
+        return np.arange(n) // (n // channels)
 
     def params(self):
-        return [Param("lambda", 1 if self.variant == "layer" else self.n, nonneg=True)]
+        return [Param("lambda", int(self.owner[-1]) + 1, nonneg=True)]
 
     metric_params = ("lambda",)
 
@@ -60,7 +87,7 @@ class SlopeRestrictedQC(QuadraticConstraint):
         return -0.5 * self.blocks(values)[2]
 
     def blocks(self, values):
-        lam = np.broadcast_to(np.asarray(values["lambda"], dtype=float).ravel(), (self.n,))
+        lam = np.asarray(values["lambda"], dtype=float).ravel()[self.owner]
         return (
             np.diag(-2.0 * self.alpha * self.beta * lam),
             np.diag((self.alpha + self.beta) * lam),
@@ -68,16 +95,13 @@ class SlopeRestrictedQC(QuadraticConstraint):
         )
 
     def terms(self):
-        a, b, n = self.alpha, self.beta, self.n
-        if self.variant == "layer":
-            C = np.block([[np.diag(-2 * a * b), np.diag(a + b)], [np.diag(a + b), -2 * np.eye(n)]])
-            return [Term("lambda", 0, sp.identity(2 * n, format="csc"), C)]
+        a, b = self.alpha, self.beta
         return [
             Term(
                 "lambda",
-                j,
+                int(self.owner[j]),
                 self._pair(np.array([j]), np.array([0]), np.array([1.0]), 1),
                 np.array([[-2 * a[j] * b[j], a[j] + b[j]], [a[j] + b[j], -2.0]]),
             )
-            for j in range(n)
+            for j in range(self.n)
         ]

@@ -220,6 +220,10 @@ class SlopeRestricted(Activation):
     ``fn`` names the function in :data:`SLOPE_FUNCTIONS` (used for forward passes and lower
     bounds); ``params`` its keyword parameters.  ``alpha``/``beta`` may be scalars; the network
     broadcasts them to one value per neuron.  Fazlyab et al., NeurIPS 2019, §2.
+
+    ``channels``: the number of channels when the neurons are a (C, H, W) feature map (channel c
+    = neurons [c·HW, (c+1)·HW)); :class:`Network` sets it after a convolution.  Only
+    ``method="channel"`` reads it (one multiplier per channel); None = no channel layout.
     """
 
     fn: str = "relu"
@@ -228,6 +232,7 @@ class SlopeRestricted(Activation):
     params: dict = field(default_factory=dict)
     name: str = ""
     size: int | None = None
+    channels: int | None = None
     kind = "slope"
 
     def __post_init__(self):
@@ -251,11 +256,19 @@ class SlopeRestricted(Activation):
             beta = np.broadcast_to(beta, (self.size,)).copy()
         if np.any(alpha > beta):
             raise InvalidNetworkError(f"{label}: slope bounds need alpha <= beta, got alpha={alpha.max()} > beta")
+        if self.channels is not None:
+            c = self.channels
+            if isinstance(c, bool) or int(c) != c or c < 1 or (self.size is not None and self.size % int(c)):
+                raise InvalidNetworkError(f"{label}: channels={c!r} must be a positive integer dividing the "
+                                          f"{self.size} neurons (channel-major (C, H, W) order)")
+            object.__setattr__(self, "channels", int(c))
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "beta", beta)
 
-    def with_size(self, n: int) -> "SlopeRestricted":
-        return SlopeRestricted(self.fn, self.alpha, self.beta, dict(self.params), self.name, n)
+    def with_size(self, n: int, channels: int | None = None) -> "SlopeRestricted":
+        """A copy sized for ``n`` neurons; ``channels`` (if given) replaces the channel layout."""
+        return SlopeRestricted(self.fn, self.alpha, self.beta, dict(self.params), self.name, n,
+                               self.channels if channels is None else channels)
 
     def forward(self, v):
         return SLOPE_FUNCTIONS[self.fn][0](v, **self.params)
@@ -443,6 +456,14 @@ class Residual:
 # ---------------------------------------------------------------------------------------------
 
 
+def _sized(act: Activation, n: int, shape) -> Activation:
+    """``act`` sized for ``n`` neurons; a slope-restricted one after a convolution (``shape`` =
+    (C, *spatial)) also learns its channel count, unless it was given one."""
+    if isinstance(act, SlopeRestricted) and act.channels is None and shape is not None:
+        return act.with_size(n, int(shape[0]))
+    return act.with_size(n)
+
+
 class Network:
     """A validated network: a tuple of :class:`Affine`, :class:`Activation` and
     :class:`Residual` layers.
@@ -463,9 +484,12 @@ class Network:
                     f"layer {i}: expected an Affine, Activation or Residual, got {type(layer).__name__}"
                 )
         merged: list = []
+        shapes: list = []  # per merged layer: an affine output's (C, *spatial) layout, if known
         for layer in layers:
+            shape = getattr(getattr(layer, "op", None), "out_shape", None)
             if isinstance(layer, Affine) and merged and isinstance(merged[-1], Affine):
                 prev = merged.pop()
+                shapes.pop()
                 if prev.out_dim != layer.in_dim:
                     raise InvalidNetworkError(
                         f"layer {layer.name or len(merged)!r}: expects {layer.in_dim} inputs but "
@@ -478,6 +502,7 @@ class Network:
                 name = "+".join(n for n in (prev.name, layer.name) if n)
                 layer = Affine(compose(layer.op, prev.op), bias, name)
             merged.append(layer)
+            shapes.append(shape)
         if not isinstance(merged[0], Affine):
             raise InvalidNetworkError(f"the first layer must be affine (linear), got {type(merged[0]).__name__}")
         if not isinstance(merged[-1], Affine):
@@ -496,7 +521,7 @@ class Network:
             elif isinstance(layer, Activation):
                 if isinstance(sized[-1], Activation):
                     raise InvalidNetworkError(f"layer {label!r}: two activations in a row")
-                layer = layer.with_size(dim)
+                layer = _sized(layer, dim, shapes[i - 1])
             else:  # Residual
                 layer = self._check_residual(layer, dim, label)
             sized.append(layer)
@@ -513,7 +538,7 @@ class Network:
             )
         if body[0].in_dim != dim:
             raise InvalidNetworkError(f"residual block {label!r}: expects {body[0].in_dim} inputs but receives {dim}")
-        body[1] = body[1].with_size(body[0].out_dim)
+        body[1] = _sized(body[1], body[0].out_dim, getattr(body[0].op, "out_shape", None))
         out = body[2].out_dim if len(body) == 3 else body[0].out_dim
         if len(body) == 3 and body[2].in_dim != body[0].out_dim:
             raise InvalidNetworkError(f"residual block {label!r}: inner affine maps do not chain")

@@ -107,7 +107,8 @@ def certify(
     norm: ``"l2"`` (ℓ2 → ℓ2) or ``"linf"`` (ℓ∞ → |·| of a scalar output; without ``output``, the
         maximum over the outputs).
     method: ``"neuron"`` (default; LipSDP-Neuron / full LipSDP-NSR), ``"layer"`` (LipSDP-Layer /
-        NSR chain), ``"chain"``, or ``"residual-relu"`` (the LipSDP-RR baseline).  ``"network"`` is
+        NSR chain), ``"chain"``, ``"channel"`` (one multiplier per convolution channel, as GLipSDP)
+        or ``"residual-relu"`` (the LipSDP-RR baseline).  ``"network"`` is
         refused: it is unsound (math.md §2).
     solver: ``"auto"`` or a backend name (``lipsdp.backends.installed_backends()``).
     output: None (all outputs), an int (one logit) or a vector c (the margin c^T f).

@@ -21,7 +21,7 @@ import warnings
 from importlib import resources
 
 from . import __version__
-from .options import NORMS, parse_output
+from .options import METHODS, NORMS, parse_output
 from .errors import LipSDPError
 
 __all__ = ["main", "SUBCOMMANDS", "write_atomic", "check_writable"]
@@ -72,7 +72,8 @@ def _parse_output(text):
 
 def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--norm", default="l2", choices=list(NORMS), help="input/output norm (default l2)")
-    p.add_argument("--method", default="neuron", help="neuron (default), layer or chain")
+    p.add_argument("--method", default="neuron",
+                   help=f"{', '.join(METHODS)} (default neuron; channel: one multiplier per conv channel)")
     p.add_argument("--solver", default="auto", help="auto (default) or a backend name (see `lipsdp solvers`)")
     p.add_argument("--output", default=None, help="one logit index, or a comma-separated vector c (margin c^T f)")
     p.add_argument("--activation", default=None, help="hidden activation for bare weight files (default: the file's own, else relu)")

@@ -14,7 +14,11 @@ import numpy as np
 
 from .errors import FormulationError
 
-__all__ = ["NORMS", "NORM_ALIASES", "parse_norm", "parse_output", "CertifyOptions"]
+__all__ = ["NORMS", "NORM_ALIASES", "METHODS", "parse_norm", "parse_output", "CertifyOptions"]
+
+#: the multiplier classes a user can ask for (each QC family lists what they mean for it in its
+#: VARIANTS; "residual-relu" is the LipSDP-RR baseline formulation)
+METHODS = ("neuron", "layer", "chain", "channel", "residual-relu")
 
 #: the norms lipsdp certifies: ℓ2 → ℓ2, and ℓ∞ → |·| of a scalar output (max over outputs)
 NORMS = ("l2", "linf")

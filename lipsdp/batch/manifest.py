@@ -20,13 +20,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..options import NORMS, parse_output
+from ..options import METHODS, NORMS, parse_output
 from .base import ManifestError, need
 
 __all__ = ["Job", "expand", "load_manifest", "file_hash", "parse_bytes", "parse_seconds",
            "NORMS", "METHODS", "FIELDS", "DEFAULTS"]
 
-METHODS = ("neuron", "layer", "chain")
 FIELDS = ("model", "norm", "method", "solver", "output", "activation", "lower", "time_limit", "memory_limit",
           "model_class", "model_args", "input_shape")
 _LIST_FIELDS = ("model", "norm", "method", "solver", "output", "activation")  # may hold alternatives

@@ -327,13 +327,15 @@ def _top_pair(lin, Cs, U, V, norm, iters):
 
 def jacobian_ascent(net: Network, norm: str, selections: np.ndarray, X0: np.ndarray, steps: int = 60,
                     lr: float = 0.05, tau0: float = 0.5, tau1: float = 1e-3, power_iters: int = 3,
-                    domain=None, seed: int = 0):
+                    domain=None, seed: int = 0, project=None, scale=None):
+    given_scale = scale
     """Gradient ascent of the (smoothed) Jacobian norm from the rows of X0.
 
     ``selections``: None (ℓ2 of the whole output) or (B, out), per start the scalar output c_b
     (ℓ2 or ℓ∞).  Returns ``(X, V, S)``: the points visited where the *true* network's
     Jacobian norm was largest for each start, its top input direction there and that norm
-    (a Jacobian norm, not yet a quotient).  ``domain`` = (lo, hi) arrays projects onto a box.
+    (a Jacobian norm, not yet a quotient).  ``domain`` = (lo, hi) arrays projects onto a box;
+    ``project`` (a function of the batch) onto any other set, with steps ``lr·scale``.
     """
     rng = np.random.default_rng(seed)
     X = np.array(X0, dtype=float)
@@ -347,6 +349,8 @@ def jacobian_ascent(net: Network, norm: str, selections: np.ndarray, X0: np.ndar
     if domain is not None:
         lo, hi = domain
         scale = np.full((B, 1), float(np.linalg.norm(np.asarray(hi) - np.asarray(lo))))
+    if given_scale is not None:
+        scale = np.full((B, 1), float(given_scale))
     m = np.zeros_like(X)
     taus = np.geomspace(tau0, tau1, max(steps, 1))
     for k in range(steps + 1):
@@ -367,4 +371,6 @@ def jacobian_ascent(net: Network, norm: str, selections: np.ndarray, X0: np.ndar
         X = X + step * scale * _normalise(m)
         if domain is not None:
             X = np.clip(X, lo, hi)
+        if project is not None:
+            X = project(X)
     return best_x, best_v, best_s

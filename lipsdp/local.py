@@ -39,7 +39,7 @@ from .errors import FormulationError, InvalidNetworkError
 from .ir import Activation, Affine, GroupSort, Householder, Network, Residual, SLOPE_FUNCTIONS, SlopeRestricted
 
 __all__ = ["Box", "LinfBall", "L2Ball", "as_region", "preactivation_bounds", "local_slopes", "localize",
-           "certify_local"]
+           "certify_local", "interval_lipschitz"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,6 +455,37 @@ def localize(network, region, crown: bool = True) -> Network:
             layers.extend(_local_activation(layer, lo, hi))
     name = f"{net.name} (local)" if net.name else "local"
     return Network(layers, name)
+
+
+def interval_lipschitz(network, region, output, norm: str = "linf") -> float | None:
+    """A cheap local bound for the scalar output c^T f on ``region`` by interval arithmetic.
+
+    For x, y in the region, c^T (f(x) − f(y)) = c^T W_l D_l ⋯ D_1 W_0 (x − y) with D_k the
+    diagonal of each neuron's chord slope, which lies in its local interval [α_i, β_i]; the
+    interval product g ∈ [g_lo, g_hi] ⊇ {W_0^T D_1 ⋯ W_l^T c} gives
+    |c^T Δf| ≤ ‖max(|g_lo|, |g_hi|)‖_q ‖Δx‖_p  (ℓ∞ input: q = 1; ℓ2 input: q = 2).
+    Looser than the SDP, but a few matrix-vector products.  None when a layer is not
+    slope-restricted after localisation (GroupSort groups whose order may change) or the
+    network has residual blocks.
+    """
+    from .api import as_network
+
+    net = as_network(network)
+    loc = localize(net, region)
+    if not loc.is_feedforward or not all(isinstance(a, SlopeRestricted) for a in loc.activations):
+        return None
+    c = np.asarray(output, float).ravel() if not isinstance(output, (int, np.integer)) else np.eye(net.output_dim)[output]
+    affs = loc.affines
+    acts = loc.activations
+    glo = ghi = affs[-1].weight.T @ c
+    for k in range(len(acts) - 1, -1, -1):
+        a, b = acts[k].alpha, acts[k].beta
+        cand = np.stack([a * glo, a * ghi, b * glo, b * ghi])
+        qlo, qhi = cand.min(axis=0), cand.max(axis=0)
+        glo, ghi = _interval_affine(affs[k].weight.T, None, qlo, qhi)
+    mag = np.maximum(np.abs(glo), np.abs(ghi))
+    val = float(mag.sum() if norm == "linf" else np.linalg.norm(mag))
+    return val * (1 + 1e-12) + 1e-300
 
 
 def local_stats(network, region, crown: bool = True) -> dict:

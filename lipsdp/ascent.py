@@ -11,9 +11,9 @@ gradient ascent from many starts at once (batched numpy):
 
 * ``σ(x) = u^T C J(x) v`` with (u, v) the top singular pair from a few warm-started power
   iterations (ℓ2), or with u = c and v = sign(J^T c) fixed at the current point (ℓ∞);
-* ∇_x σ = Σ_k (∂z_k/∂x)^T g_k, where z_k is the pre-activation of layer k and g_k the derivative
-  of u^T C J v with respect to z_k through the layer Jacobian D_k(z_k) — one forward, one
-  tangent, two adjoint passes;
+* ∇_x σ = Σ_k (∂z_k/∂x)^T g_k, where z_k is the pre-activation of layer k (of the true network)
+  and g_k the derivative of u^T C J v with respect to z_k through the layer Jacobian D_k(z_k) —
+  one forward, one tangent, two adjoint passes;
 * piecewise-linear activations have D_k piecewise constant (zero gradient almost everywhere),
   so the ascent runs on a smoothed network at temperature T: ReLU' ≈ σ(z/T), the MaxMin
   switch ≈ σ((a − b)/T), the Householder reflection ≈ σ(v^T z/T); T is annealed towards 0
@@ -41,6 +41,11 @@ __all__ = ["jacobian_ascent"]
 # ---------------------------------------------------------------------------------------------
 
 
+def _temperature(tau, values):
+    """Smoothing temperature per sample: tau × the mean |value| of the layer (a fixed schedule in x)."""
+    return tau * (np.mean(np.abs(values), axis=1, keepdims=True) + 1e-30)
+
+
 def _phi2(fn, params, Z, h=1e-5):
     d = SLOPE_FUNCTIONS[fn][1]
     return (d(Z + h, **params) - d(Z - h, **params)) / (2 * h)
@@ -61,7 +66,7 @@ class _Elementwise:
         if fn == "hardtanh":
             lo, hi = float(p.get("min_val", -1.0)), float(p.get("max_val", 1.0))
             if tau > 0:
-                T = tau * (np.mean(np.abs(Z), axis=1, keepdims=True) + 1e-30)
+                T = _temperature(tau, Z)
                 s1, s2 = special.expit((Z - lo) / T), special.expit((hi - Z) / T)
                 self.d = s1 * s2
                 self.d2 = (s1 * (1 - s1) * s2 - s1 * s2 * (1 - s2)) / T
@@ -72,7 +77,7 @@ class _Elementwise:
         if kink is not None:
             a, b, z0 = kink
             if tau > 0:
-                T = tau * (np.mean(np.abs(Z), axis=1, keepdims=True) + 1e-30)
+                T = _temperature(tau, Z)
                 s = special.expit((Z - z0) / T)
                 self.d = a + (b - a) * s
                 self.d2 = (b - a) * s * (1 - s) / T
@@ -98,7 +103,7 @@ class _Pairs:
     def __init__(self, Z, tau):
         diff = Z[:, 0::2] - Z[:, 1::2]
         if tau > 0:
-            T = tau * (np.mean(np.abs(diff), axis=1, keepdims=True) + 1e-30)
+            T = _temperature(tau, diff)
             self.s = special.expit(diff / T)
             self.ds = self.s * (1 - self.s) / T
         else:
@@ -149,7 +154,7 @@ class _Reflect:
         self.g = g
         p = np.einsum("bGi,Gi->bG", Z.reshape(Z.shape[0], -1, g), self.V)
         if tau > 0:
-            T = tau * (np.mean(np.abs(p), axis=1, keepdims=True) + 1e-30)
+            T = _temperature(tau, p)
             self.s = special.expit(p / T)
             self.ds = self.s * (1 - self.s) / T
         else:
@@ -296,8 +301,9 @@ def _normalise(M):
     return M / np.where(n > 0, n, 1.0)
 
 
-def _objective_grad(lin: _Linearised, U, V):
-    """(σ = u^T J v per row, ∇_x σ) at the linearisation's points."""
+def _objective_grad(lin: _Linearised, U, V, true: _Linearised):
+    """(σ = u^T J_T v per row, ∇_x σ): J_T the smoothed Jacobian ``lin`` at the true network's
+    pre-activations, whose dependence on x is the true network's (``true``, temperature 0)."""
     tangents, adjoints = [], []
     JV = lin.tangent(V, tangents)
     lin.adjoint(U, adjoints)
@@ -305,7 +311,7 @@ def _objective_grad(lin: _Linearised, U, V):
     acts = list(lin.acts())
     G = [op.grad(A, T) for op, A, T in zip(acts, adjoints, tangents)]
     sigma = np.einsum("bi,bi->b", U, JV)
-    gx = lin.grad_x(G)
+    gx = true.grad_x(G)
     if gx is None:
         gx = np.zeros_like(V)
     return sigma, gx
@@ -364,7 +370,7 @@ def jacobian_ascent(net: Network, norm: str, selections: np.ndarray, X0: np.ndar
             break
         lin = fwd.linearise(taus[k])
         U, V, _ = _top_pair(lin, Cs, Ut, Vt, norm, 1)
-        _, g = _objective_grad(lin, U, V)
+        _, g = _objective_grad(lin, U, V, true)
         # normalised-gradient step with momentum, length lr·scale (decaying)
         m = 0.7 * m + _normalise(g)
         step = lr * (1 - 0.9 * k / steps)

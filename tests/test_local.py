@@ -162,3 +162,37 @@ def test_region_errors():
         localize(net, L2Ball(np.zeros(3), 0.1))
     with pytest.raises(FormulationError, match="lo <= hi"):
         localize(net, Box(1.0, 0.0))
+
+
+@pytest.mark.parametrize("act", ["tanh", "silu", "sigmoid", "leaky_relu"])
+def test_crown_sound_for_smooth_activations(act):
+    net, rng = _net(act, 4, dims=(5, 16, 16, 16, 2))
+    region = L2Ball(rng.standard_normal(5), 0.5)
+    bounds = preactivation_bounds(net, region)
+    v = region.sample(rng, 2000, 5)
+    k = 0
+    for layer in net.layers:
+        if hasattr(layer, "weight"):
+            v = layer.forward(v)
+        else:
+            lo, hi = bounds[k]
+            assert np.all(v >= lo - 1e-9) and np.all(v <= hi + 1e-9)
+            v = layer.forward(v)
+            k += 1
+
+
+def test_residual_network_is_localised_by_ibp():
+    from lipsdp.ir import Affine, Network, Residual, SlopeRestricted
+
+    rng = np.random.default_rng(0)
+    A = [rng.standard_normal((6, 4)) / 2, rng.standard_normal((6, 6)) / 3, rng.standard_normal((6, 6)) / 3,
+         rng.standard_normal((2, 6)) / 2]
+    net = Network([Affine(A[0], rng.standard_normal(6)), Residual((Affine(A[1], rng.standard_normal(6)),
+                   SlopeRestricted("relu"), Affine(A[2]))), SlopeRestricted("relu"), Affine(A[3])])
+    glob = lipsdp.certify(net, lower=False).bound
+    region = LinfBall(rng.standard_normal(4), 0.01)
+    loc = localize(net, region)
+    assert not loc.is_feedforward
+    cert = certify_local(net, region)
+    assert cert.verified and cert.bound <= glob * (1 + 1e-6)
+    assert cert.bound >= _sampled_quotients(net, region, rng) * (1 - 1e-9)

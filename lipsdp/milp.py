@@ -12,9 +12,14 @@ The gradient of the piece with activation pattern a is
 
 and a is the pattern of some x ∈ X.  Both conditions are mixed-integer linear: the forward pass
 ``h = ReLU(z)`` with one binary per neuron and big-M constants from interval bounds over X, the
-backward products ``q = a ⊙ g`` with the same binaries and interval bounds on g, and the dual
-norm with one binary per input coordinate (the sign, for ‖·‖_1) or per signed coordinate (the
-arg-max, for ‖·‖_∞).  HiGHS (``highspy``) solves it to a relative gap of 1e-9.
+gradient through the same binaries: by default in forward form, ‖∇‖_q = max over the vertices t
+of the primal-norm unit ball of c^T J t, with t a sign vector (ℓ∞ input: one binary per input
+coordinate) or a signed unit vector (ℓ1 input), and the products p_k = a_k ⊙ (W_{k−1} p_{k−1})
+linearised exactly (McCormick with binary a) from interval (and one round of LP-tightened)
+bounds, leaving a linear objective c^T W_l p_l; the backward form pulls c^T J back instead and
+needs big-M binaries for the dual norm.  HiGHS (``highspy``) solves it to a relative gap of
+1e-9.  Both forms grow quickly with the number of unstable neurons: a few seconds for about 20
+hidden neurons, minutes and more from about 30 (benchmarks/results-local.md).
 
 Global constants: a ReLU network without biases is positively homogeneous, so every linear
 piece meets the box [−1, 1]^n and the domain value *is* the global Lipschitz constant.  With
@@ -333,6 +338,105 @@ def _tighten(affines, c, norm, lo, hi, bounds, margin, t_end):
     return Zlo, Zhi, Glo, Ghi, ylo, yhi
 
 
+def _build_fwd(affines, c, norm, lo, hi, bounds, margin, relax=False):
+    """Forward-tangent form: t_0 = a vertex of the dual-norm ball (sign binaries for ℓ∞, a signed
+    unit vector for ℓ1), p_k = a_k ⊙ (W_{k−1} p_{k−1}), objective c^T W_l p_l (linear)."""
+    Zlo, Zhi, Tlo, Thi = bounds
+    n = lo.size
+    l = len(affines) - 1
+    integer = not relax
+    m = _Model()
+    xv = m.add(lo, hi)
+    prev = xv
+    avars, zvars = [], []
+    for k in range(l):
+        W, b = affines[k].weight, affines[k].bias
+        zl, zu = Zlo[k], Zhi[k]
+        nk = W.shape[0]
+        zv = m.add(zl, zu)
+        zvars.append(zv)
+        m.rows_dense([zv, prev], [-np.eye(nk), W], -(0 if b is None else b), -(0 if b is None else b))
+        delta = margin * np.maximum(zu - zl, 1e-300)
+        av = m.add((zl >= delta).astype(float), (zu >= delta).astype(float), integer=integer)
+        hv = m.add(np.zeros(nk), np.maximum(zu, 0))
+        for i in range(nk):
+            m.row([hv[i], zv[i]], [1.0, -1.0], 0.0)
+            m.row([hv[i], zv[i], av[i]], [1.0, -1.0, -zl[i]], -np.inf, -zl[i])
+            m.row([hv[i], av[i]], [1.0, -max(zu[i], 0.0)], -np.inf, 0.0)
+            if zl[i] == zu[i] == 0.0:
+                continue
+            m.row([zv[i], av[i]], [1.0, -(delta[i] - zl[i])], zl[i], np.inf)
+            m.row([zv[i], av[i]], [1.0, -(zu[i] + delta[i])], -np.inf, -delta[i])
+        avars.append(av)
+        prev = hv
+    # the input tangent t_0
+    if norm == "linf":  # t_0 = 2 s − 1
+        sv = m.add(np.zeros(n), np.ones(n), integer=integer)
+        t0 = m.add(-np.ones(n), np.ones(n))
+        for j in range(n):
+            m.row([t0[j], sv[j]], [1.0, -2.0], -1.0, -1.0)
+    else:  # t_0 = e+ − e−, one nonzero
+        ep = m.add(np.zeros(n), np.ones(n), integer=integer)
+        en = m.add(np.zeros(n), np.ones(n), integer=integer)
+        m.row(np.r_[ep, en], np.ones(2 * n), 1.0, 1.0)
+        t0 = m.add(-np.ones(n), np.ones(n))
+        for j in range(n):
+            m.row([t0[j], ep[j], en[j]], [1.0, -1.0, 1.0], 0.0, 0.0)
+    prev = t0
+    tvars = []
+    for k in range(l):
+        W = affines[k].weight
+        nk = W.shape[0]
+        tl, tu = Tlo[k], Thi[k]
+        tv = m.add(tl, tu)  # τ_k = W p_{k−1}
+        tvars.append(tv)
+        m.rows_dense([tv, prev], [-np.eye(nk), W], 0.0, 0.0)
+        pv = m.add(np.minimum(tl, 0), np.maximum(tu, 0))
+        av = avars[k]
+        for i in range(nk):  # p = a τ (McCormick, exact for binary a)
+            m.row([pv[i], av[i]], [1.0, -tu[i]], -np.inf, 0.0)
+            m.row([pv[i], av[i]], [1.0, -tl[i]], 0.0, np.inf)
+            m.row([pv[i], tv[i], av[i]], [1.0, -1.0, -tl[i]], -np.inf, -tl[i])
+            m.row([pv[i], tv[i], av[i]], [1.0, -1.0, -tu[i]], -tu[i], np.inf)
+        prev = pv
+    w = affines[-1].weight.T @ c
+    for i, j in enumerate(prev):
+        m.cost[j] = float(w[i])
+    return m, xv, avars, (zvars, tvars)
+
+
+def _tighten_fwd(affines, c, norm, lo, hi, bounds, margin, t_end):
+    """One round of LP-based bound tightening of the pre-activations (k ≥ 2) and tangents τ_k."""
+    Zlo, Zhi, Tlo, Thi = (list(map(np.copy, b)) for b in bounds)
+    m, _, _, (zvars, tvars) = _build_fwd(affines, c, norm, lo, hi, bounds, margin, relax=True)
+    h = m.highs(None)
+    ncol = len(m.lo)
+    idx_all = np.arange(ncol, dtype=np.int32)
+
+    def extreme(col, sense):
+        if t_end is not None and time.perf_counter() > t_end:
+            return None
+        cost = np.zeros(ncol)
+        cost[col] = sense
+        h.changeColsCost(ncol, idx_all, cost)
+        h.run()
+        if h.getModelStatus() != highspy_status_optimal():
+            return None
+        return sense * h.getInfo().objective_function_value
+
+    for groups, L, U in ((zvars[1:], Zlo[1:], Zhi[1:]), (tvars[1:], Tlo[1:], Thi[1:])):
+        for cols, lo_k, hi_k in zip(groups, L, U):
+            for i, col in enumerate(cols):
+                up, dn = extreme(col, 1.0), extreme(col, -1.0)
+                if up is not None:
+                    hi_k[i] = min(hi_k[i], up + 1e-9 * (1 + abs(up)))
+                if dn is not None:
+                    lo_k[i] = max(lo_k[i], dn - 1e-9 * (1 + abs(dn)))
+                if lo_k[i] > hi_k[i]:
+                    lo_k[i] = hi_k[i] = 0.5 * (lo_k[i] + hi_k[i])
+    return Zlo, Zhi, Tlo, Thi
+
+
 def highspy_status_optimal():
     import highspy
 
@@ -340,7 +444,8 @@ def highspy_status_optimal():
 
 
 def exact_lipschitz(network, norm: str = "linf", output=None, domain=None, time_limit: float | None = 60.0,
-                    margin: float = 1e-7, tighten: int = 2, verbose: bool = False) -> ExactLipschitz:
+                    margin: float = 1e-7, tighten: int = 1, formulation: str = "forward",
+                    verbose: bool = False) -> ExactLipschitz:
     """The ℓ∞ (``norm="linf"``) or ℓ1 (``norm="l1"``) Lipschitz constant of ``c^T f`` by MILP.
 
     ``output``: logit index or vector c (required when the network has several outputs).
@@ -349,6 +454,9 @@ def exact_lipschitz(network, norm: str = "linf", output=None, domain=None, time_
     stopped solve returns ``optimal=False`` with HiGHS's proven bound as ``value``.
     ``margin``: each neuron's pre-activation must clear zero by ``margin`` × its interval width
     over the domain, so the optimum is attained inside a linear piece (module docstring).
+    ``tighten``: rounds of LP bound tightening before the MILP.  ``formulation``: ``"forward"``
+    (the tangent of a dual-norm-ball vertex pushed through the layers; linear objective) or
+    ``"backward"`` (the gradient c^T J pulled back, then its dual norm with big-M binaries).
     """
     t0 = time.perf_counter()
     from .api import as_network
@@ -410,11 +518,32 @@ def exact_lipschitz(network, norm: str = "linf", output=None, domain=None, time_
         gl, gu = _interval_affine(affines[k].weight.T, None, ql, qu)
     ylo, yhi = gl, gu  # bounds of the input gradient
 
-    bounds = (Zlo, Zhi, Glo, Ghi, ylo, yhi)
     t_end = None if time_limit is None else time.perf_counter() + time_limit
-    for _ in range(tighten):
-        bounds = _tighten(affines, c, norm, lo, hi, bounds, margin, t_end)
-    m, xv, avars, _ = _build(affines, c, norm, lo, hi, bounds, margin)
+    if formulation == "backward":
+        bounds = (Zlo, Zhi, Glo, Ghi, ylo, yhi)
+        for _ in range(tighten):
+            bounds = _tighten(affines, c, norm, lo, hi, bounds, margin, t_end)
+        m, xv, avars, _ = _build(affines, c, norm, lo, hi, bounds, margin)
+    else:
+        # interval bounds of the forward tangents τ_k = W_{k−1} p_{k−1}, p_k = a_k ⊙ τ_k
+        Tlo, Thi = [], []
+        tl, tu = (-np.ones(n), np.ones(n))
+        for k in range(l):
+            W = affines[k].weight
+            if k == 0 and norm == "l1":
+                r = np.abs(W).max(axis=1)
+                al, au = -r, r
+            else:
+                al, au = _interval_affine(W, None, tl, tu)
+            Tlo.append(al)
+            Thi.append(au)
+            on, off = Zlo[k] >= 0, Zhi[k] <= 0
+            tl = np.where(off, 0.0, np.where(on, al, np.minimum(al, 0)))
+            tu = np.where(off, 0.0, np.where(on, au, np.maximum(au, 0)))
+        bounds = (Zlo, Zhi, Tlo, Thi)
+        for _ in range(tighten):
+            bounds = _tighten_fwd(affines, c, norm, lo, hi, bounds, margin, t_end)
+        m, xv, avars, _ = _build_fwd(affines, c, norm, lo, hi, bounds, margin)
     left = None if t_end is None else max(t_end - time.perf_counter(), 0.1)
     status, sol, obj, bound = m.solve(left, verbose)
     optimal = status == "Optimal"

@@ -108,3 +108,12 @@ def test_affine_network_closed_form():
     net = from_weights([W])
     assert exact_lipschitz(net, "linf", output=2).value == pytest.approx(np.abs(W[2]).sum())
     assert exact_lipschitz(net, "l1", output=2).value == pytest.approx(np.abs(W[2]).max())
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_forward_and_backward_formulations_agree(norm):
+    net, _ = _net([4, 6, 5, 2], 7)
+    fwd = exact_lipschitz(net, norm, output=1, formulation="forward")
+    bwd = exact_lipschitz(net, norm, output=1, formulation="backward")
+    assert fwd.exact and bwd.exact
+    assert fwd.value == pytest.approx(bwd.value, rel=1e-7)

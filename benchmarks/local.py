@@ -2,7 +2,7 @@
 """Issue 16 targets: lower bounds, exact MILP values, local bounds and certified radii.
 
     python benchmarks/local.py                  # every section (tens of minutes on 2 shared cores)
-    python benchmarks/local.py lower milp       # chosen sections: lower, milp, digits, radii, cnn
+    python benchmarks/local.py lower milp       # chosen sections (names below)
 
 Each section prints a Markdown table and writes it to ``benchmarks/results-local/<section>.md``
 (radii also a plot ``radii.png``).  Sections:
@@ -16,6 +16,8 @@ Each section prints a Markdown table and writes it to ``benchmarks/results-local
   bound at ε = 0.1 (ℓ2 ball) and ε = 1/16 (ℓ∞ ball, one logit pair: label vs runner-up);
 * radii — local vs global certified ℓ2 radii on digits test points, certified accuracy table
   and plot;
+* digits_cnn, radii_cnn — the same for the shipped digits CNN (lipsdp/data/demo_digits_cnn.npz,
+  trained by lipsdp/models/train_demo_cnn.py);
 * cnn — the MNIST 2C2F CNN (refdata/GLipSDP): stable neurons from bound propagation over the
   box [0, 1]^784 and over ℓ2 balls of radius 0.1 at random points (the SDPs themselves need
   tens of minutes per solve on this network and are not run here).
@@ -101,17 +103,31 @@ def section_milp(dims=(8, 12, 12, 2), seeds=range(5), time_limit=120.0):
           "HiGHS's proven bound and the ratios use the realised quotient.")
 
 
-def section_digits(n_l2=100, n_linf=5):
+def _digits_cnn():
+    from lipsdp.models.train_demo_cnn import load_demo_cnn
+
+    return lipsdp.from_torch(load_demo_cnn(), input_shape=(1, 8, 8))
+
+
+def section_digits_cnn():
+    section_digits(net=_digits_cnn(), label="digits CNN conv8-32-10", name="digits_cnn")
+
+
+def section_radii_cnn():
+    section_radii(net=_digits_cnn(), label="digits CNN", name="radii_cnn", n=20)
+
+
+def section_digits(n_l2=100, n_linf=5, net=None, label="digits MLP 64-32-32-10", name="digits"):
     from lipsdp.local import LinfBall, L2Ball, certify_local, interval_lipschitz
 
-    net = load(ROOT / "lipsdp" / "data" / "demo_digits.npz")
+    net = net or load(ROOT / "lipsdp" / "data" / "demo_digits.npz")
     X, y = _digits_test(n_l2)
     glob = lipsdp.certify(net, lower=False).bound
     loc, t0 = [], time.perf_counter()
     for x in X:
         loc.append(certify_local(net, L2Ball(x, 0.1), lower=False).bound)
     loc = np.array(loc)
-    rows = ["| digits MLP 64-32-32-10 | points | global | local mean | local median | local min | local max | s/point |",
+    rows = [f"| {label} | points | global | local mean | local median | local min | local max | s/point |",
             "|---|---|---|---|---|---|---|---|",
             f"| ℓ2, ε = 0.1 | {n_l2} | {glob:.5g} | {loc.mean():.5g} | {np.median(loc):.5g} | {loc.min():.5g} | "
             f"{loc.max():.5g} | {(time.perf_counter() - t0) / n_l2:.2f} |"]
@@ -130,20 +146,20 @@ def section_digits(n_l2=100, n_linf=5):
     rows.append(f"| ℓ∞, ε = 1/16, pair (label, runner-up) | {n_linf} | mean {np.mean(gl):.5g} | SDP mean {np.mean(sdp):.5g} | "
                 f"interval mean {np.mean(ib):.5g} | SDP min {np.min(sdp):.5g} | SDP max {np.max(sdp):.5g} | "
                 f"{(time.perf_counter() - t0) / n_linf:.1f} |")
-    _emit("digits", "\n".join(rows))
+    _emit(name, "\n".join(rows))
 
 
-def section_radii(n=40, iters=6):
+def section_radii(n=40, iters=6, net=None, label="digits MLP", name="radii"):
     from lipsdp.plot import radius_curves
     from lipsdp.robust import certified_radii_local
 
-    net = load(ROOT / "lipsdp" / "data" / "demo_digits.npz")
+    net = net or load(ROOT / "lipsdp" / "data" / "demo_digits.npz")
     X, y = _digits_test(n)
     t0 = time.perf_counter()
     frame = certified_radii_local(net, X, y, norm="l2", iters=iters)
     secs = time.perf_counter() - t0
     OUT.mkdir(exist_ok=True)
-    frame.to_csv(OUT / "radii.csv", index=False)
+    frame.to_csv(OUT / f"{name}.csv", index=False)
     ok = frame.correct.to_numpy()
     grid = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
     rows = ["| ε (ℓ2) | " + " | ".join(f"{e:g}" for e in grid) + " |", "|---" * (len(grid) + 1) + "|"]
@@ -158,12 +174,12 @@ def section_radii(n=40, iters=6):
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(5, 3.2), constrained_layout=True)
-        radius_curves(frame, ax=fig.add_subplot(), title="digits MLP: certified accuracy (ℓ2)")
-        fig.savefig(OUT / "radii.png", dpi=110)
-        text += "\n\n![radii](results-local/radii.png)"
+        radius_curves(frame, ax=fig.add_subplot(), title=f"{label}: certified accuracy (ℓ2)")
+        fig.savefig(OUT / f"{name}.png", dpi=110)
+        text += f"\n\n![{name}](results-local/{name}.png)"
     except ImportError:
         pass
-    _emit("radii", text)
+    _emit(name, f"{label}\n\n" + text)
 
 
 def section_cnn(points=20):
@@ -202,7 +218,7 @@ def section_cnn(points=20):
 
 
 SECTIONS = {"lower": section_lower, "milp": section_milp, "digits": section_digits, "radii": section_radii,
-            "cnn": section_cnn}
+            "digits_cnn": section_digits_cnn, "radii_cnn": section_radii_cnn, "cnn": section_cnn}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or list(SECTIONS):

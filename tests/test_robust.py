@@ -182,3 +182,21 @@ def test_radius_curves_plot():
     assert np.all(local.get_ydata() >= glob.get_ydata())
     with pytest.raises(LipSDPError, match="radius_local"):
         radius_curves(pd.DataFrame({"correct": [True]}), ax=ax)
+
+
+def test_shipped_digits_cnn_matches_its_export():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    from lipsdp.models.train_demo_cnn import SHIPPED, load_demo_cnn
+
+    model = load_demo_cnn()
+    net = lipsdp.from_torch(model, input_shape=(1, 8, 8))
+    X, y = load_digits(return_X_y=True)
+    X = X[:200] / 16.0
+    with torch.no_grad():
+        ref = model(torch.from_numpy(X).reshape(-1, 1, 8, 8)).numpy()
+    assert np.allclose(net.forward(X), ref, atol=1e-10)
+    acc = float(np.load(SHIPPED)["test_accuracy"])
+    assert acc > 0.95  # recorded by models/train_demo_cnn.py (0.9778 at seed 0)

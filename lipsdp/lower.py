@@ -281,9 +281,9 @@ def _ascent_plan(oracle, norm, objectives, output, n_starts, steps):
     if net is None or steps == 0:
         return None
     n_params = sum(a.weight.size for a in net.affines)
-    # about 6e7 (points × steps × weights): ~1 s for 784-100×5-10, a few seconds for the largest nets
-    B = n_starts if n_starts is not None else int(np.clip(1e6 / n_params, 4, 32))
-    S = steps if steps is not None else int(np.clip(6e7 / (n_params * B), 10, 100))
+    # about 4e7 (points × steps × weights): ~1 s for 784-100×5-10 on one core, seconds for the largest nets
+    B = n_starts if n_starts is not None else int(np.clip(5e5 / n_params, 4, 16))
+    S = steps if steps is not None else int(np.clip(4e7 / (n_params * B), 10, 80))
     if norm == "l2" and output is None:
         sel = None
     else:  # one scalar output per start (ℓ∞ without output: the logits in turn)

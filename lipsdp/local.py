@@ -18,7 +18,9 @@ and L_R ≤ the global bound (the local QCs are a subset of the global ones' fea
 
 Pre-activation bounds: interval bound propagation (IBP) everywhere, intersected with CROWN-style
 backward linear bounds (Zhang et al., NeurIPS 2018; Shi et al., 2022 for the local-Lipschitz
-use) for feedforward networks whose activations are slope-restricted.  The first affine layer is
+use) for feedforward networks whose activations are slope-restricted, written on the IR in numpy
+(auto_LiRPA 0.3, the registry's version, pins torch < 1.13 and does not import under numpy 2,
+so it is not used).  The first affine layer is
 concretised exactly over the region (‖W_i‖_2 ε for an ℓ2 ball).  Residual blocks are propagated
 by IBP (x + body(x)); only their slope-restricted activations are localised.
 

@@ -429,17 +429,41 @@ def _local_activation(act, lo, hi):
     return [act]
 
 
-def localize(network, region, crown: bool = True) -> Network:
+def _prune_constant(layers, consts):
+    """Drop neurons with slope interval [0, 0] (constant on the region) from top-level
+    SlopeRestricted layers, folding their constant output into the next affine bias."""
+    out = list(layers)
+    for k in range(1, len(out) - 1):
+        act = out[k]
+        if not (isinstance(act, SlopeRestricted) and isinstance(out[k - 1], Affine) and isinstance(out[k + 1], Affine)):
+            continue
+        dead = (act.alpha == 0) & (act.beta == 0)
+        if not dead.any() or dead.all():
+            continue
+        prev, nxt = out[k - 1], out[k + 1]
+        keep = ~dead
+        const = consts[id(act)][dead]
+        bias = (np.zeros(nxt.out_dim) if nxt.bias is None else nxt.bias) + nxt.weight[:, dead] @ const
+        out[k - 1] = Affine(prev.weight[keep], None if prev.bias is None else prev.bias[keep], prev.name)
+        out[k] = SlopeRestricted(act.fn, act.alpha[keep], act.beta[keep], dict(act.params), act.name)
+        out[k + 1] = Affine(nxt.weight[:, keep], bias, nxt.name)
+    return out
+
+
+def localize(network, region, crown: bool = True, prune: bool = True) -> Network:
     """The network with the activations' slopes restricted to ``region`` (module docstring).
 
     Same function on the region; its certified Lipschitz bound is a bound for pairs of inputs
     in the region.  ``region``: :class:`Box`, :class:`LinfBall`, :class:`L2Ball` or (lo, hi).
+    ``prune``: neurons whose slope interval is [0, 0] (stably inactive ReLUs) output a constant
+    on the region; they are removed and their value folded into the next bias (same function,
+    a smaller and better-posed SDP: their multipliers would have no finite optimum).
     """
     from .api import as_network
 
     net = as_network(network)
     bounds = iter(preactivation_bounds(net, region, crown=crown))
-    layers = []
+    layers, consts = [], {}
     for layer in net.layers:
         if isinstance(layer, Affine):
             layers.append(layer)
@@ -454,7 +478,12 @@ def localize(network, region, crown: bool = True) -> Network:
             layers.append(Residual(tuple(body), layer.name))
         else:
             lo, hi = next(bounds)
-            layers.extend(_local_activation(layer, lo, hi))
+            new = _local_activation(layer, lo, hi)
+            if isinstance(new[0], SlopeRestricted):  # the value of [0, 0]-slope neurons on the region
+                consts[id(new[0])] = layer.forward((lo + hi) / 2)
+            layers.extend(new)
+    if prune:
+        layers = _prune_constant(layers, consts)
     name = f"{net.name} (local)" if net.name else "local"
     return Network(layers, name)
 

@@ -76,7 +76,7 @@ def test_stable_neuron_slopes_exact():
     x0 = rng.standard_normal(5)
     region = LinfBall(x0, 1e-4)
     bounds = preactivation_bounds(net, region)
-    loc = localize(net, region)
+    loc = localize(net, region, prune=False)
     # pre-activations at x0 lie in the bounds; stable neurons have slopes exactly 0 or 1
     acts = loc.activations
     v = x0
@@ -196,3 +196,15 @@ def test_residual_network_is_localised_by_ibp():
     cert = certify_local(net, region)
     assert cert.verified and cert.bound <= glob * (1 + 1e-6)
     assert cert.bound >= _sampled_quotients(net, region, rng) * (1 - 1e-9)
+
+
+def test_pruned_inactive_neurons_same_function_and_bound():
+    net, rng = _net("relu", 6, dims=(5, 20, 20, 3))
+    region = LinfBall(rng.standard_normal(5), 0.05)
+    full, pruned = localize(net, region, prune=False), localize(net, region)
+    assert sum(a.size for a in pruned.activations) < sum(a.size for a in full.activations)
+    X = region.sample(rng, 100, 5)
+    assert np.allclose(pruned.forward(X), net.forward(X), atol=1e-12)
+    a = lipsdp.certify(full, lower=False).bound
+    b = lipsdp.certify(pruned, lower=False).bound
+    assert b == pytest.approx(a, rel=1e-4)

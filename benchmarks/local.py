@@ -110,11 +110,11 @@ def _digits_cnn():
 
 
 def section_digits_cnn():
-    section_digits(net=_digits_cnn(), label="digits CNN conv8-32-10", name="digits_cnn")
+    section_digits(n_l2=30, n_linf=2, net=_digits_cnn(), label="digits CNN conv8-32-10", name="digits_cnn")
 
 
 def section_radii_cnn():
-    section_radii(net=_digits_cnn(), label="digits CNN", name="radii_cnn", n=20)
+    section_radii(net=_digits_cnn(), label="digits CNN", name="radii_cnn", n=12, iters=4)
 
 
 def section_digits(n_l2=100, n_linf=5, net=None, label="digits MLP 64-32-32-10", name="digits"):

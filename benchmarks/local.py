@@ -163,10 +163,10 @@ def section_radii(n=40, iters=6, net=None, label="digits MLP", name="radii"):
     ok = frame.correct.to_numpy()
     grid = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
     rows = ["| ε (ℓ2) | " + " | ".join(f"{e:g}" for e in grid) + " |", "|---" * (len(grid) + 1) + "|"]
-    for col, name in (("radius_global", "global bound"), ("radius_local", "local bounds")):
+    for col, what in (("radius_global", "global bound"), ("radius_local", "local bounds")):
         r = frame[col].to_numpy()
         acc = [np.mean(ok) if e == 0 else np.mean(ok & (r > e)) for e in grid]
-        rows.append(f"| {name} | " + " | ".join(f"{100 * a:.1f} %" for a in acc) + " |")
+        rows.append(f"| {what} | " + " | ".join(f"{100 * a:.1f} %" for a in acc) + " |")
     ratio = (frame.radius_local[ok] / frame.radius_global[ok]).to_numpy()
     text = ("\n".join(rows) + f"\n\n{n} digits test points, {iters} bisection steps each, {secs:.0f} s in all; "
             f"local/global radius ratio: median {np.median(ratio):.3f}, max {np.max(ratio):.3f}.")

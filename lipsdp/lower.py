@@ -45,6 +45,9 @@ class LowerBound:
 
     ``value = ||C (f(x + step·direction) − f(x))||_2 / ||step·direction||_in`` with ``C`` the
     output selection (identity, one logit or a vector ``c``).  ``float(lb)`` gives ``value``.
+    ``kind`` is ``"quotient"`` (the largest quotient found) or ``"exact"`` (the quotient meets
+    the MILP optimum of :mod:`lipsdp.milp`: it *is* the Lipschitz constant, up to HiGHS's
+    tolerances); ``upper`` is that MILP optimum when ``kind == "exact"``.
     """
 
     value: float
@@ -54,12 +57,14 @@ class LowerBound:
     method: str
     norm: str
     output: object = None
+    kind: str = "quotient"
+    upper: float | None = None
 
     def __float__(self) -> float:
         return float(self.value)
 
     def __repr__(self) -> str:
-        return f"LowerBound(value={self.value:.6g}, norm={self.norm!r}, output={self.output!r})"
+        return f"LowerBound(value={self.value:.6g}, kind={self.kind!r}, norm={self.norm!r}, output={self.output!r})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +275,45 @@ def _default_samples(oracle) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _ascent_plan(oracle, norm, objectives, output, n_starts, steps):
+    """Starts and selections for :func:`lipsdp.ascent.jacobian_ascent` (None when it does not apply)."""
+    net = getattr(oracle, "net", None)
+    if net is None or steps == 0:
+        return None
+    n_params = sum(a.weight.size for a in net.affines)
+    # about 4e7 (points × steps × weights): ~1 s for 784-100×5-10 on one core, seconds for the largest nets
+    B = n_starts if n_starts is not None else int(np.clip(5e5 / n_params, 4, 16))
+    S = steps if steps is not None else int(np.clip(4e7 / (n_params * B), 10, 80))
+    if norm == "l2" and output is None:
+        sel = None
+    else:  # one scalar output per start (ℓ∞ without output: the logits in turn)
+        sel = np.vstack([objectives[i % len(objectives)][0] for i in range(B)])
+    return B, S, sel
+
+
+def _milp_candidates(oracle, norm, objectives, exact, time_budget):
+    """ℓ∞ MILP results per objective for small bias-free ReLU networks (lipsdp.milp), or []."""
+    net = getattr(oracle, "net", None)
+    if net is None or norm != "linf" or exact is False:
+        return []
+    from .milp import MAX_NEURONS, AUTO_NEURONS, exact_lipschitz, milp_supported
+
+    if milp_supported(net) is not None or any(a.bias is not None and np.any(a.bias) for a in net.affines):
+        if exact:
+            raise FormulationError("exact=True: the MILP needs a feedforward ReLU network without biases")
+        return []
+    hidden = sum(a.size for a in net.activations)
+    if hidden > (MAX_NEURONS if exact else AUTO_NEURONS):
+        return []
+    try:
+        import highspy  # noqa: F401
+    except ImportError:
+        if exact:
+            raise FormulationError("exact=True needs highspy: pip install 'lipsdp[milp]'") from None
+        return []
+    return [exact_lipschitz(net, "linf", output=C[0], time_limit=time_budget / len(objectives)) for C in objectives]
+
+
 def lower_bound(
     model_or_network,
     norm: str = "l2",
@@ -279,6 +323,10 @@ def lower_bound(
     seed: int = 0,
     input_shape=None,
     starts: int = 8,
+    ascent_steps: int | None = None,
+    ascent_starts: int | None = None,
+    exact: bool | None = None,
+    time_budget: float = 2.0,
 ) -> LowerBound:
     """A certified lower bound on the Lipschitz constant: the largest difference quotient found.
 
@@ -286,7 +334,10 @@ def lower_bound(
     ``norm="l2"`` uses ℓ2 in and out (``C = I`` unless ``output`` is given) and
     ``norm="linf"`` uses the ℓ∞ input norm and a scalar output ``c^T f`` (``output`` = logit
     index or vector ``c``; without ``output``, the max over the logits).  Any true Lipschitz
-    constant (and any sound upper bound) is ≥ this value.
+    constant (and any sound upper bound) is ≥ this value.  Candidates come from three
+    searches: random sampling with local ascent (module docstring), gradient ascent of the
+    Jacobian norm (:mod:`lipsdp.ascent`) and, for ℓ∞ on small ReLU networks without biases,
+    the exact MILP (:mod:`lipsdp.milp`); the result says which ``kind`` it is.
 
     Parameters
     ----------
@@ -305,6 +356,14 @@ def lower_bound(
         Linear layer.
     starts
         Number of best random inputs refined by local ascent.
+    ascent_steps, ascent_starts
+        Jacobian-norm gradient ascent (on the IR; default sized to about a second); 0 disables.
+    exact
+        None (default): try the ℓ∞ MILP when the network is a bias-free ReLU MLP with at most
+        ``lipsdp.milp.AUTO_NEURONS`` hidden neurons; True: require it (up to ``MAX_NEURONS``);
+        False: never.
+    time_budget
+        Seconds for the MILP (all outputs together).
     """
     key = str(norm).lower()
     if key not in _NORMS:
@@ -346,17 +405,41 @@ def lower_bound(
                 if stale >= 3:
                     break
         finals.append(p)
-
-    # real finite differences: only these quotients are reported
-    X1, X2, meta = [], [], []
+    # (x, direction, objective index, steps h): the candidates for real finite differences
+    cands = []
     for p in finals:
         v = p["v"] if norm == "linf" else p["v"] / np.linalg.norm(p["v"])
         scale = max(1.0, float(np.max(np.abs(p["x"]))))
-        for f in _H_FACTORS:
+        cands.append((p["x"], v, p["obj"], [f * scale for f in _H_FACTORS]))
+
+    plan = _ascent_plan(oracle, norm, objectives, output, ascent_starts, ascent_steps)
+    ascent_note = ""
+    if plan is not None:
+        from .ascent import jacobian_ascent
+
+        B, S, sel = plan
+        X0 = rng.standard_normal((B, d)) * np.array([_SCALES[i % len(_SCALES)] for i in range(B)])[:, None]
+        X0[: min(len(finals), B // 2)] = [p["x"] for p in finals[: B // 2]]
+        Xa, Va, Sa = jacobian_ascent(oracle.net, norm, sel, X0, steps=S, seed=seed)
+        for i in np.argsort(-Sa)[: max(4, B // 4)]:
+            scale = max(1.0, float(np.max(np.abs(Xa[i]))))
+            obj = (i % len(objectives)) if sel is not None else 0
+            cands.append((Xa[i], Va[i], obj, [f * scale for f in _H_FACTORS]))
+        ascent_note = f", Jacobian-norm ascent from {B} starts x {S} steps"
+
+    milp = _milp_candidates(oracle, norm, objectives, exact, time_budget)
+    for k, r in enumerate(milp):
+        if r.step > 0:
+            cands.append((r.x, r.direction, k, [r.step]))
+
+    # real finite differences: only these quotients are reported
+    X1, X2, meta = [], [], []
+    for x, v, obj, hs in cands:
+        for h in hs:
             for sgn in (1.0, -1.0):
-                X1.append(p["x"])
-                X2.append(p["x"] + sgn * f * scale * v)
-                meta.append((p, sgn * v, sgn * f * scale))
+                X1.append(x)
+                X2.append(x + sgn * h * v)
+                meta.append((x, sgn * v, h, obj))
     X1, X2 = np.array(X1), np.array(X2)
     Y1, Y2 = evaluate(X1), evaluate(X2)
     dX = X2 - X1
@@ -368,16 +451,24 @@ def lower_bound(
         i = int(np.argmax(q))
         if q[i] > best_q:
             best_q, best_i, best_obj = float(q[i]), i, k
-    p, direction, h = meta[best_i]
+    x_best, direction, h, _ = meta[best_i]
     out = output
     if output is None and norm == "linf":
         out = best_obj
-    x_best = np.array(p["x"], dtype=np.float64)
+    kind, upper = "quotient", None
+    if milp and all(r.optimal for r in milp):
+        top = max(r.value for r in milp)
+        if best_q >= top * (1 - 1e-6):
+            kind, upper = "exact", float(top)
+    x_best = np.array(x_best, dtype=np.float64)
     if shape is not None:  # torch module: report inputs in its own shape
         x_best, direction = x_best.reshape(shape), np.asarray(direction).reshape(shape)
     method = (
         f"max finite-difference quotient on a {source}: {n} random inputs (seed {seed}), "
-        f"{len(finals)} local ascents x {steps} steps{' with first-layer pattern moves' if oracle.pattern else ''}, "
+        f"{len(finals)} local ascents x {steps} steps{' with first-layer pattern moves' if oracle.pattern else ''}"
+        f"{ascent_note}{', ℓ∞ MILP (HiGHS)' if milp else ''}, "
         f"steps h in {list(_H_FACTORS)} x max(1, |x|_inf)"
+        + (f"; equals the MILP optimum {upper:.9g}: the exact constant" if kind == "exact" else "")
     )
-    return LowerBound(best_q, x_best, np.asarray(direction, dtype=np.float64), float(abs(h)), method, norm, out)
+    return LowerBound(best_q, x_best, np.asarray(direction, dtype=np.float64), float(abs(h)), method, norm, out,
+                      kind, upper)

@@ -5,7 +5,9 @@
 * :func:`layer_contributions` — where the looseness comes from: each layer's spectral norm
   ‖W_k‖_2 next to the layer's factor in a certified chain of prefix bounds (definition in
   :func:`layer_factors`);
-* :func:`scaling` — bound and time against depth or width from a list of records.
+* :func:`scaling` — bound and time against depth or width from a list of records;
+* :func:`radius_curves` — certified accuracy against the radius from local and from global
+  certified radii (:func:`lipsdp.robust.certified_radii_local`).
 
 Every function takes an optional matplotlib ``ax`` and returns the axes it drew on, so figures
 can be composed, saved (``ax.figure.savefig(...)``) or embedded (:mod:`lipsdp.report`).
@@ -23,7 +25,7 @@ import numpy as np
 
 from .errors import FormulationError, LipSDPError
 
-__all__ = ["compare", "layer_factors", "layer_contributions", "scaling", "figure_png"]
+__all__ = ["compare", "layer_factors", "layer_contributions", "scaling", "figure_png", "radius_curves"]
 
 #: colours used consistently across the plots (upper, lower, naive, layer norm)
 COLORS = {"upper": "#1f77b4", "lower": "#2ca02c", "naive": "#d62728", "norm": "#9a9a9a", "other": "#ff7f0e"}
@@ -293,3 +295,39 @@ def scaling(records, x: str = "depth", ax=None, by: str = "method", ys=("bound",
         a.legend(fontsize=7)
         a.set_title(f"{key} vs {x}", fontsize=9)
     return axes[0] if len(axes) == 1 else axes
+
+
+def radius_curves(frame, ax=None, radii=None, title: str | None = None):
+    """Certified accuracy vs radius: local radii against global-bound radii, one step curve each.
+
+    ``frame``: the DataFrame of :func:`lipsdp.robust.certified_radii_local` (columns
+    ``correct``, ``radius_local``, ``radius_global``).  Accuracy at ε is the fraction of
+    samples with radius > ε (at ε = 0: the clean accuracy), as :func:`lipsdp.certified_accuracy`
+    computes it.  ``radii``: the ε grid (default: 60 points up to the largest local radius).
+    """
+    for col in ("correct", "radius_local", "radius_global"):
+        if col not in frame:
+            raise LipSDPError(f"radius_curves: the frame has no column {col!r} (use lipsdp.robust.certified_radii_local)")
+    ax = _new_axes(ax, figsize=(5, 3.2))
+    rl = np.asarray(frame["radius_local"], dtype=float)
+    rg = np.asarray(frame["radius_global"], dtype=float)
+    ok = np.asarray(frame["correct"], dtype=bool)
+    if radii is None:
+        top = float(np.max(rl[ok])) if ok.any() else 1.0
+        radii = np.linspace(0.0, 1.05 * max(top, 1e-12), 60)
+    radii = np.asarray(radii, dtype=float)
+
+    def acc(r):
+        return np.array([np.mean(ok) if e == 0 else np.mean(ok & (r > e)) for e in radii])
+
+    norm = frame.attrs.get("norm", "")
+    ax.step(radii, acc(rl), where="post", color=COLORS["upper"], label="local bounds")
+    ax.step(radii, acc(rg), where="post", color=COLORS["naive"], linestyle="--", label="global bound")
+    ax.set_xlabel(f"radius ε{f' ({norm})' if norm else ''}")
+    ax.set_ylabel("certified accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax

@@ -2,8 +2,10 @@
 
 Golden values (notes/reference-values.md):
 * mnist_weights.mat: LipSDP-Neuron upper bound 24.3663; a true quotient 24.29922 found by an
-  explicit construction.  Measured here (seed 0, defaults): 24.29613, i.e. 0.99987 of 24.29922;
-  the test asks for >= 0.999 of it.
+  explicit construction.  Measured here (seed 0, defaults, with the Jacobian-norm ascent):
+  24.2992; the test asks for >= 24.29 (the issue-16 target; 24.29613 before the ascent).
+* seed-0 784-100×5-10 ReLU MLP (Gaussian / sqrt(fan-in)): 0.725 before the ascent (issue 16),
+  1.173 with the default ascent (benchmarks/results-local.md); the test asks for >= 1.1.
 * random_weights.mat: exact constant ||W3 W2 W1 W0||_2 = 36.48223 (all weights positive);
   measured relative gap ~1e-12 (floating-point rounding of the quotient), tolerance 1e-9.
 * QCs_MaxMin weights_l2_2fc_16 (MaxMin): sampled lower bound 22.0213, P-free SDP 22.0744.
@@ -49,7 +51,7 @@ def test_mnist_between_known_quotient_and_lipsdp_neuron():
     net = load(MNIST)
     lb = lower_bound(net)
     assert isinstance(lb, LowerBound) and lb.norm == "l2"
-    assert 0.999 * 24.29922 <= float(lb) <= 24.3663
+    assert 24.29 <= float(lb) <= 24.3663
     _check_witness(net, lb)
 
 
@@ -123,7 +125,7 @@ def test_default_cost_small_for_784_100x5_10(monkeypatch):
     lb = lower_bound(net)
     assert time.perf_counter() - t < 20.0
     assert len(calls) <= 16 + 8 * 20 * 6  # 16 samples for this size, 8 starts x 20 steps x 6 proposals
-    assert lb.value > 0
+    assert lb.value >= 1.1  # the sampled search alone gave 0.725 (module docstring)
 
 
 def test_argument_errors():

@@ -100,3 +100,103 @@ def test_errors(setup):
         lipsdp.certified_accuracy(net, X, y, [-1.0])
     with pytest.raises(LipSDPError, match="labels"):
         lipsdp.certified_accuracy(net, X, y + 5, [0.1])
+
+
+# --- local certified radii (lipsdp.robust.certified_radius) ----------------------------------
+
+
+def _pgd(net, x0, y, r, norm, rng, steps=60, restarts=3):
+    """Projected gradient ascent of max_j f_j − f_y inside the ball of radius r; the worst margin found."""
+    worst = np.inf
+    for s in range(restarts):
+        d = rng.standard_normal(x0.size)
+        x = x0 + (0.5 * r * d / np.linalg.norm(d) if norm == "l2" else 0.5 * r * np.sign(d)) * (s > 0)
+        for _ in range(steps):
+            f = net.forward(x)
+            j = int(np.argmax(np.where(np.arange(f.size) == y, -np.inf, f)))
+            worst = min(worst, f[y] - f[j])
+            J = net.jacobian(x)
+            g = J[j] - J[y]
+            x = x + (r / 8) * (g / max(np.linalg.norm(g), 1e-300) if norm == "l2" else np.sign(g))
+            dlt = x - x0
+            if norm == "l2":
+                x = x0 + dlt * min(1.0, r / max(np.linalg.norm(dlt), 1e-300))
+            else:
+                x = x0 + np.clip(dlt, -r, r)
+        f = net.forward(x)
+        worst = min(worst, f[y] - np.max(np.where(np.arange(f.size) == y, -np.inf, f)))
+    return worst
+
+
+def test_local_radius_never_broken_by_pgd_on_digits():
+    from lipsdp.io import load
+    from lipsdp.robust import certified_radius
+
+    sklearn = pytest.importorskip("sklearn.datasets")
+    from pathlib import Path
+
+    net = load(Path(lipsdp.__file__).parent / "data" / "demo_digits.npz")
+    X, y = sklearn.load_digits(return_X_y=True)
+    X = X / 16.0
+    rng = np.random.default_rng(0)
+    for i in (1, 7):  # two sample digits; PGD inside the certified ball never flips the label
+        r = certified_radius(net, X[i], "l2", label=y[i], iters=4)
+        assert float(r) >= r.details["global_radius"] > 0
+        assert _pgd(net, X[i], y[i], 0.999 * float(r), "l2", rng) > 0
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_local_radius_sound_on_small_net(norm):
+    from lipsdp.robust import certified_radii_local, certified_radius
+
+    rng = np.random.default_rng(5)
+    Ws = [rng.standard_normal((12, 4)) / 2, rng.standard_normal((12, 12)) / 3, rng.standard_normal((3, 12)) / 3]
+    net = lipsdp.from_weights(Ws, biases=[rng.standard_normal(12) * 0.3, rng.standard_normal(12) * 0.3, None])
+    X = rng.standard_normal((4, 4))
+    y = net.forward(X).argmax(1)
+    frame = certified_radii_local(net, X, y, norm=norm, iters=4, linf_sdp=True)
+    assert list(frame.columns) == ["label", "predicted", "correct", "margin", "radius_global", "radius_local",
+                                   "evaluations"]
+    assert np.all(frame.radius_local >= frame.radius_global) and np.all(frame.correct)
+    assert frame.radius_local.sum() > frame.radius_global.sum()  # local bounds buy something here
+    for k in range(len(X)):
+        r = frame.radius_local[k]
+        assert _pgd(net, X[k], y[k], 0.999 * r, norm, rng) > 0
+    # a misclassified label gets radius 0
+    assert float(certified_radius(net, X[0], norm, label=(y[0] + 1) % 3)) == 0.0
+
+
+def test_radius_curves_plot():
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from lipsdp.plot import radius_curves
+
+    frame = pd.DataFrame({"correct": [True, True, False], "radius_local": [0.3, 0.2, 0.0],
+                          "radius_global": [0.2, 0.1, 0.0]})
+    ax = Figure().add_subplot()
+    assert radius_curves(frame, ax=ax) is ax
+    (local, glob) = ax.get_lines()
+    assert local.get_ydata()[0] == pytest.approx(2 / 3) and glob.get_ydata()[-1] == 0
+    assert np.all(local.get_ydata() >= glob.get_ydata())
+    with pytest.raises(LipSDPError, match="radius_local"):
+        radius_curves(pd.DataFrame({"correct": [True]}), ax=ax)
+
+
+def test_shipped_digits_cnn_matches_its_export():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    from lipsdp.models.train_demo_cnn import SHIPPED, load_demo_cnn
+
+    model = load_demo_cnn()
+    net = lipsdp.from_torch(model, input_shape=(1, 8, 8))
+    X, y = load_digits(return_X_y=True)
+    X = X[:200] / 16.0
+    with torch.no_grad():
+        ref = model(torch.from_numpy(X).reshape(-1, 1, 8, 8)).numpy()
+    assert np.allclose(net.forward(X), ref, atol=1e-10)
+    acc = float(np.load(SHIPPED)["test_accuracy"])
+    assert acc > 0.95  # recorded by models/train_demo_cnn.py (0.9778 at seed 0)

@@ -42,6 +42,10 @@ __all__ = [
     "load",
     "Certificate",
     "certified_accuracy",
+    "certified_radius",
+    "Box",
+    "LinfBall",
+    "L2Ball",
 ]
 
 
@@ -58,10 +62,14 @@ def __getattr__(name):  # lazy: keep `import lipsdp` cheap and torch-free
         from . import io
 
         return getattr(io, name)
-    if name == "certified_accuracy":
-        from .robust import certified_accuracy
+    if name in ("certified_accuracy", "certified_radius"):
+        from . import robust
 
-        return certified_accuracy
+        return getattr(robust, name)
+    if name in ("Box", "LinfBall", "L2Ball"):
+        from . import local
+
+        return getattr(local, name)
     if name == "from_torch":
         from .models.export import from_torch  # torch imported only here
 

@@ -97,6 +97,7 @@ def certify(
     progress: bool | None = None,
     decompose="auto",
     memory_limit=None,
+    region=None,
 ) -> Certificate:
     """Certify an upper bound on the Lipschitz constant of ``model``.
 
@@ -122,6 +123,9 @@ def certify(
     memory_limit: bytes (or ``"8GB"``); the estimated peak memory (:mod:`lipsdp.memory`) above it
         raises :class:`~lipsdp.errors.MemoryLimitError` before solving.  None: 80% of the free RAM.
     progress: show stage / iteration / checked bound (tqdm); None = only when interactive.
+    region: None (a global bound), or an input region — ``lipsdp.local.Box(lo, hi)``,
+        ``LinfBall(x0, eps)``, ``L2Ball(x0, eps)`` or a ``(lo, hi)`` pair: the bound then holds for
+        pairs of inputs inside it, with slopes from bound propagation (:mod:`lipsdp.formulations.local`).
 
     Returns a :class:`Certificate` whose ``bound`` passed the independent float64 check
     (``verified=True``); otherwise ``verified=False`` and a :class:`CertificationWarning`.
@@ -133,4 +137,4 @@ def certify(
     norm = parse_norm(norm)
     output = parse_output(output)
     net = as_model(model, input_shape=input_shape, activation=activation, allow_pickle=allow_pickle)
-    return run(formulation_for(net, norm, method, output), opts)
+    return run(formulation_for(net, norm, method, output, region), opts)

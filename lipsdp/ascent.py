@@ -176,6 +176,23 @@ class _Reflect:
         return ((2 * va * vt * self.ds)[..., None] * self.V[None]).reshape(B, -1)
 
 
+class _Jacobian:
+    """Any other activation family: its own Jacobian at each point (no smoothing, no gradient
+    through it), so the ascent works for every family the IR can hold."""
+
+    def __init__(self, act: Activation, Z):
+        self.J = np.stack([act.jacobian(z) for z in Z])  # (B, m, m)
+
+    def apply(self, T):
+        return np.einsum("bij,bj->bi", self.J, T)
+
+    def applyT(self, A):
+        return np.einsum("bji,bj->bi", self.J, A)
+
+    def grad(self, A, T):
+        return np.zeros_like(A)
+
+
 def _linearise(act: Activation, Z, tau):
     if isinstance(act, SlopeRestricted):
         return _Elementwise(act, Z, tau)
@@ -183,7 +200,7 @@ def _linearise(act: Activation, Z, tau):
         return _Pairs(Z, tau) if act.group_size == 2 else _Sort(act.group_size, Z)
     if isinstance(act, Householder):
         return _Reflect(act, Z, tau)
-    raise NotImplementedError(type(act).__name__)
+    return _Jacobian(act, Z)
 
 
 # ---------------------------------------------------------------------------------------------

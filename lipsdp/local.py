@@ -531,28 +531,13 @@ def local_stats(network, region, crown: bool = True) -> dict:
     return {"neurons": total, "stable": stable}
 
 
-def certify_local(model, region, crown: bool = True, **certify_kwargs):
-    """:func:`lipsdp.certify` of :func:`localize` (model, region): a Lipschitz bound valid on the region.
+def certify_local(model, region, **certify_kwargs):
+    """``lipsdp.certify(model, region=region, ...)``: a Lipschitz bound valid on the region (the
+    :class:`~lipsdp.formulations.local.Local` formulation; its certificate records the region and
+    takes its lower bound from pairs inside it)."""
+    from .api import certify
 
-    The certificate's ``region`` attribute holds the region and ``message`` says it is local.
-    ``lower`` (default True) is replaced by an in-region sampled lower bound (difference
-    quotients of pairs inside the region), since the global search may leave the region.
-    """
-    from .api import as_network, certify
-
-    net = as_network(model, input_shape=certify_kwargs.pop("input_shape", None))
-    region = as_region(region, net.input_dim)
-    want_lower = certify_kwargs.pop("lower", True)
-    loc = localize(net, region, crown=crown)
-    cert = certify(loc, lower=False, **certify_kwargs)
-    if want_lower:
-        lb = region_lower_bound(net, region, norm=certify_kwargs.get("norm", "l2"), output=certify_kwargs.get("output"))
-        cert.lower_bound = float(lb)
-    cert.region = region
-    cert.network = repr(net)
-    note = f"local bound on the {region.describe()} (slopes from bound propagation)"
-    cert.message = f"{cert.message}; {note}" if cert.message else note
-    return cert
+    return certify(model, region=region, **certify_kwargs)
 
 
 def region_lower_bound(network, region, norm: str = "l2", output=None, samples: int = 64, seed: int = 0,

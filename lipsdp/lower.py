@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .options import parse_norm
 from .errors import FormulationError, InvalidNetworkError
 from .ir import Activation, Affine, GroupSort, Network, SlopeRestricted
 
 __all__ = ["LowerBound", "lower_bound"]
 
-_NORMS = {"l2": "l2", "2": "l2", "linf": "linf", "inf": "linf", "l_inf": "linf"}
 _H_FACTORS = (1e-1, 1e-2, 1e-3, 1e-4)  # smaller h: more rounding noise (~eps |f| / h)
 _SCALES = (1.0, 10.0, 1e-2)
 
@@ -366,9 +366,7 @@ def lower_bound(
         Seconds for the MILP (all outputs together).
     """
     key = str(norm).lower()
-    if key not in _NORMS:
-        raise FormulationError(f"norm={norm!r}: expected 'l2' or 'linf'")
-    norm = _NORMS[key]
+    norm = parse_norm(key)
     oracle, evaluate, shape, source = _as_search_problem(model_or_network, input_shape)
     evaluate = evaluate or oracle.forward
     objectives = _objectives(oracle.out_dim, norm, output)

@@ -89,6 +89,7 @@ def run(form, opts: CertifyOptions) -> Certificate:
         sizes=dict(problem.sizes(), dims=form.dims()),
         network=form.describe(),
         rewrites=[step.name for step in problem.rewrites],
+        region=form.region_info(),
     )
     if not cert.verified:
         warnings.warn(

@@ -58,7 +58,7 @@ def figure_png(fig, dpi: int = 110) -> bytes:
 
 def _entries(certs_or_dict, labels=None):
     """Normalise the input of :func:`compare` to [(label, upper, lower, naive, verified)]."""
-    from .api import Certificate
+    from .certificate import Certificate
 
     if isinstance(certs_or_dict, Certificate):
         items = [(None, certs_or_dict)]
@@ -192,7 +192,7 @@ def layer_factors(network, method: str = "chain", solver: str = "auto", **certif
         if not cert.verified:
             raise LipSDPError(
                 f"prefix bound through layer {len(prefix)} could not be verified ({cert.message}); "
-                "try solver='cvxopt' or method='layer'"
+                f"try {_suggest()} or method='layer'"
             )
         prefix.append(float(cert.bound))
         certs.append(cert)
@@ -331,3 +331,10 @@ def radius_curves(frame, ax=None, radii=None, title: str | None = None):
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def _suggest() -> str:
+    """Other solvers to try, from the backend registry."""
+    from .backends import suggest_solvers
+
+    return suggest_solvers()

@@ -105,7 +105,7 @@ def _verified(cert, what: str):
     if not cert.verified:
         raise CertificateError(
             f"the {what} bound {cert.bound:.6g} could not be verified ({cert.message}); certified accuracy needs "
-            "verified bounds — try solver='cvxopt' or method='layer'"
+            f"verified bounds — try {_suggest()} or method='layer'"
         )
     return float(cert.bound)
 
@@ -392,3 +392,10 @@ def certified_radii_local(model, X, y, norm: str = "l2", iters: int = 10, input_
     frame = pd.DataFrame(rows)
     frame.attrs["norm"] = norm
     return frame
+
+
+def _suggest() -> str:
+    """Other solvers to try, from the backend registry."""
+    from .backends import suggest_solvers
+
+    return suggest_solvers()

@@ -14,12 +14,13 @@ from .base import Formulation, Recovered, matrix_of, select_output
 from .feedforward import FeedforwardL2, naive_l2
 from .implicit import ImplicitL2, ImplicitNetwork
 from .linf import FeedforwardLinf, MaxOverOutputs
+from .local import Local
 from .residual import ResidualL2
 from .rr import ResidualReLU
 
 __all__ = ["FORMULATIONS", "METHOD_FORMULATIONS", "register_formulation", "formulation_for", "structure_of",
            "Formulation", "FeedforwardL2", "FeedforwardLinf", "MaxOverOutputs", "ResidualL2", "ImplicitL2",
-           "ResidualReLU", "Recovered", "naive_l2", "select_output", "matrix_of"]
+           "ResidualReLU", "Local", "Recovered", "naive_l2", "select_output", "matrix_of"]
 
 
 def _linf_feedforward(network, method, output):
@@ -59,8 +60,13 @@ def structure_of(model) -> str:
         "(lipsdp.certify converts torch modules, weight files and weight lists)")
 
 
-def formulation_for(model, norm: str, method: str = "neuron", output=None) -> Formulation:
-    """The formulation for ``model`` (Network or ImplicitNetwork), ``norm`` and ``method``."""
+def formulation_for(model, norm: str, method: str = "neuron", output=None, region=None) -> Formulation:
+    """The formulation for ``model`` (Network or ImplicitNetwork), ``norm`` and ``method``; with a
+    ``region``, the local question on it (:class:`~.local.Local`)."""
+    if region is not None:
+        if structure_of(model) == "implicit":
+            raise FormulationError("region= applies to feedforward and residual networks, not implicit models")
+        return Local(model, region, norm, method, output, factory=formulation_for)
     structure = structure_of(model)
     if method in METHOD_FORMULATIONS:
         by_norm = METHOD_FORMULATIONS[method]

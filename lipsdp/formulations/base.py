@@ -140,10 +140,16 @@ class Formulation(ABC):
         return None
 
     def lower_bound(self) -> tuple[float, str]:
-        """(a lower bound on the same constant, its kind: "quotient" or "exact")."""
+        """(a lower bound on the same constant, its kind: "quotient" — a real difference quotient —
+        or "exact" — the exact constant, from the MILP of :mod:`lipsdp.milp`)."""
         from ..lower import lower_bound
 
-        return float(lower_bound(self.model, norm=self.norm, output=self.output)), "quotient"
+        lb = lower_bound(self.model, norm=self.norm, output=self.output)
+        return float(lb), getattr(lb, "kind", "quotient")
+
+    def region_info(self) -> dict | None:
+        """The input region the bound holds on (None: everywhere)."""
+        return None
 
     # --- composition --------------------------------------------------------------------------
     def parts(self) -> list["Formulation"]:

@@ -280,14 +280,7 @@ class _Linearised:
 
     def _grad_x(self, it):
         # collect this level's per-activation terms in forward order, then one reverse sweep
-        terms = []
-        for kind, op in self.ops:
-            if kind == "act":
-                terms.append(next(it))
-            elif kind == "res":
-                terms.append(op._collect(it))
-            else:
-                terms.append(None)
+        terms = self._collect(it)
         return self._sweep(terms), terms
 
     def _collect(self, it):

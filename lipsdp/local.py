@@ -35,7 +35,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from .errors import FormulationError, InvalidNetworkError
 from .ir import Activation, Affine, GroupSort, Householder, Network, Residual, SLOPE_FUNCTIONS, SlopeRestricted

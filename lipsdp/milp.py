@@ -205,6 +205,14 @@ def _realise(net: Network, pattern: list[np.ndarray], lo, hi):
     return x, float(min(delta, margins.min()))
 
 
+def _preactivation(m, affine, prev, zl, zu):
+    """Columns z ∈ [zl, zu] with the equality rows z = W h_prev + b of one affine layer."""
+    W, b = affine.weight, affine.bias
+    zv = m.add(zl, zu)
+    m.rows_dense([zv, prev], [-np.eye(W.shape[0]), W], -(0 if b is None else b), -(0 if b is None else b))
+    return zv
+
+
 def _build(affines, c, norm, lo, hi, bounds, margin, relax=False):
     """The MILP (or its LP relaxation) for the given interval bounds; (model, x columns, pattern columns)."""
     Zlo, Zhi, Glo, Ghi, ylo, yhi = bounds
@@ -217,13 +225,10 @@ def _build(affines, c, norm, lo, hi, bounds, margin, relax=False):
     prev = xv
     avars, qvars, zvars = [], [], []
     for k in range(l):
-        W, b = affines[k].weight, affines[k].bias
         zl, zu = Zlo[k], Zhi[k]
-        nk = W.shape[0]
-        zv = m.add(zl, zu)
+        nk = affines[k].out_dim
+        zv = _preactivation(m, affines[k], prev, zl, zu)
         zvars.append(zv)
-        # z = W h_prev + b
-        m.rows_dense([zv, prev], [-np.eye(nk), W], -(0 if b is None else b), -(0 if b is None else b))
         delta = margin * np.maximum(zu - zl, 1e-300)
         a_lo = (zl >= delta).astype(float)
         a_hi = (zu >= delta).astype(float)
@@ -350,12 +355,10 @@ def _build_fwd(affines, c, norm, lo, hi, bounds, margin, relax=False):
     prev = xv
     avars, zvars = [], []
     for k in range(l):
-        W, b = affines[k].weight, affines[k].bias
         zl, zu = Zlo[k], Zhi[k]
-        nk = W.shape[0]
-        zv = m.add(zl, zu)
+        nk = affines[k].out_dim
+        zv = _preactivation(m, affines[k], prev, zl, zu)
         zvars.append(zv)
-        m.rows_dense([zv, prev], [-np.eye(nk), W], -(0 if b is None else b), -(0 if b is None else b))
         delta = margin * np.maximum(zu - zl, 1e-300)
         av = m.add((zl >= delta).astype(float), (zu >= delta).astype(float), integer=integer)
         hv = m.add(np.zeros(nk), np.maximum(zu, 0))

@@ -40,7 +40,7 @@ from ..check import CheckResult, psd_proof
 from ..errors import InvalidNetworkError, SolverError
 from ..ir import Activation, GroupSort, SlopeRestricted
 from ..reductions import InputReduction, Margin, Scale
-from .base import Formulation, Recovered, select_output
+from .base import Formulation, Recovered, select_output  # noqa: F401 (Recovered: re-exported)
 from .residual import MARGIN, Lifted, check_lifted, lifted_problem
 
 __all__ = ["ImplicitNetwork", "ImplicitL2", "implicit_lower_bound", "WELLPOSED_MARGIN"]

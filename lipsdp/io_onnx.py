@@ -9,7 +9,8 @@ the traced tensor becomes exact IR layers through the registry :data:`OPS`:
 - linear ops become one :class:`~lipsdp.ir.Affine` with their exact float64 matrix: Gemm, MatMul
   with a constant right factor, Add / Sub / Mul / Div by a constant (input normalisation), Conv
   (1-D / 2-D, strides, pads, dilations, groups), BatchNormalization (inference form), Pad
-  (constant mode), AveragePool / GlobalAveragePool, and the reshapes Flatten / Reshape /
+  (constant mode), AveragePool / GlobalAveragePool, MaxPool (window gather → GroupSort → first
+  entries), and the reshapes Flatten / Reshape /
   Squeeze / Unsqueeze (the identity on the flattened C-order vector); Identity and inference
   Dropout are skipped;
 - elementwise activations become :class:`~lipsdp.ir.SlopeRestricted` with their slope bounds
@@ -17,7 +18,7 @@ the traced tensor becomes exact IR layers through the registry :data:`OPS`:
 
 The result computes the same function as the ONNX graph on per-sample inputs flattened in C order
 (checked in tests against ``onnx.reference``); consecutive affine maps are merged by the IR.
-Anything else (MaxPool, a residual Add of two traced tensors, a non-constant weight) is refused
+Anything else (a residual Add of two traced tensors, a non-constant weight) is refused
 with one :class:`~lipsdp.errors.UnsupportedLayerError` naming every offending node.
 Needs the ``onnx`` package (``pip install 'lipsdp[onnx]'``), imported only when an ONNX file is read.
 """
@@ -30,9 +31,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from .errors import InvalidNetworkError, ModelLoadError, UnsupportedLayerError
-from .ir import Affine, Network, SlopeRestricted
+from .ir import Affine, GroupSort, Network, SlopeRestricted
+from .linop import Conv
 
 __all__ = ["load_onnx", "OPS", "register_op"]
 
@@ -271,15 +274,11 @@ def _conv(inputs, attrs):
     O, Cg = K.shape[0], K.shape[1]
     if Cg * groups != C or O % groups:
         raise InvalidNetworkError(f"Conv weight {tuple(np.shape(w))} with group={groups} does not fit {C} input channels")
-    OH, OW, taps = _window_map((C, H, W), k, strides, dil, pads)
-    M = np.zeros((O, OH * OW, C, H * W))
-    Og = O // groups
-    for (ky, kx), out_pos, in_pos in taps:
-        for o in range(O):
-            c0 = (o // Og) * Cg
-            M[o, out_pos[None, :], np.arange(c0, c0 + Cg)[:, None], in_pos[None, :]] += K[o, :, ky, kx][:, None]
+    OH, OW, _ = _window_map((C, H, W), k, strides, dil, pads)
+    op = Conv(K, (C, H, W), stride=tuple(strides), padding=((pads[0], pads[2]), (pads[1], pads[3])),
+              dilation=tuple(dil), groups=groups)  # kept as a convolution (lipsdp.linop)
     bias = None if b is None else np.repeat(np.asarray(b, dtype=np.float64), OH * OW)
-    return t.then([Affine(M.reshape(O * OH * OW, C * H * W), bias)], _out_shape(t, O, OH, OW))
+    return t.then([Affine(op, bias)], _out_shape(t, O, OH, OW))
 
 
 def _average_pool(inputs, attrs):
@@ -297,6 +296,35 @@ def _average_pool(inputs, attrs):
     for _, out_pos, in_pos in taps:
         P[out_pos, in_pos] += 1.0 / count[out_pos]
     return t.then([Affine(np.kron(np.eye(C), P))], _out_shape(t, C, OH, OW))
+
+
+def _max_pool(inputs, attrs):
+    """MaxPool as window gather D → GroupSort(k) → first entries S (the max of a window is the
+    first output of sorting it; ragged windows repeat one of their own entries).  GroupSort's QC
+    holds for every input, so the certificate is sound (derivation: models/export/pooling.py)."""
+    t = inputs[0]
+    C, H, W = _spatial(t, "MaxPool")
+    nd = len(t.shape) - 1
+    if int(attrs.get("storage_order", 0)):
+        raise _Unsupported("storage_order=1 is not read")
+    k, strides, dil, pads = _window_params(attrs, attrs["kernel_shape"], nd)
+    OH, OW, taps = _window_map((C, H, W), k, strides, dil, pads)
+    g, n_out = k[0] * k[1], OH * OW
+    members = [[] for _ in range(n_out)]
+    for _, out_pos, in_pos in taps:
+        for o, i in zip(out_pos.tolist(), in_pos.tolist()):
+            members[o].append(i)
+    if any(not m for m in members):
+        raise InvalidNetworkError("MaxPool: a window lies entirely in the padding")
+    cols = np.array([m + [m[0]] * (g - len(m)) for m in members]).ravel()  # (n_out·g,)
+    rows = np.arange(C * n_out * g)
+    D = sp.csr_matrix((np.ones(rows.size), (rows, (np.arange(C)[:, None] * H * W + cols[None, :]).ravel())),
+                      shape=(C * n_out * g, C * H * W))
+    shape = _out_shape(t, C, OH, OW)
+    if g == 1:
+        return t.then([Affine(D)], shape)
+    S = sp.csr_matrix((np.ones(C * n_out), (np.arange(C * n_out), np.arange(C * n_out) * g)), shape=(C * n_out, C * n_out * g))
+    return t.then([Affine(D), GroupSort(g), Affine(S)], shape)
 
 
 def _global_average_pool(inputs, attrs):
@@ -376,7 +404,7 @@ def _register_builtins() -> None:
     for name, fn in (("Add", _add), ("Sub", lambda i, a: _add(i, a, sign=-1.0)), ("Mul", _mul),
                      ("Div", lambda i, a: _mul(i, a, divide=True)),
                      ("Gemm", _gemm), ("MatMul", _matmul), ("Conv", _conv), ("BatchNormalization", _batchnorm),
-                     ("Pad", _pad), ("AveragePool", _average_pool), ("GlobalAveragePool", _global_average_pool),
+                     ("Pad", _pad), ("AveragePool", _average_pool), ("MaxPool", _max_pool), ("GlobalAveragePool", _global_average_pool),
                      ("Flatten", _flatten), ("Reshape", _reshape), ("Dropout", _dropout), ("Shape", _shape)):
         register_op(name, fn)
     register_op("Identity", _identity)

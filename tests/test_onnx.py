@@ -115,10 +115,26 @@ def test_onnx_ops_compute_the_same_function(tmp_path, fold):
 
 
 def test_unsupported_op_names_the_node(tmp_path):
-    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 3 * 3, 2))
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(), nn.Linear(2 * 3 * 3, 2))
     path = export(m, (1, 8, 8), tmp_path / "maxpool.onnx")
     with pytest.raises(UnsupportedLayerError, match=r"maxpool.onnx: 1 ONNX node\(s\).*node '[^']*MaxPool[^']*' \(MaxPool\)"):
         load_onnx(path)
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1)], ids=["2x2", "3x3-s2-p1"])
+def test_onnx_maxpool_is_the_groupsort_lifting(tmp_path, pool):
+    """MaxPool (the QC of the export issue) is read too: same function, same checked bound as the
+    torch module's export, never below a sampled lower bound."""
+    torch.manual_seed(3)
+    m = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), pool, nn.Flatten())
+    m.append(nn.Linear(int(np.prod(m(torch.zeros(1, 1, 9, 9)).shape[1:])), 2))
+    path = export(m.eval(), (1, 9, 9), tmp_path / "pool.onnx")
+    net = load_onnx(path)
+    assert_same_function(net, path, (1, 9, 9))
+    a = lipsdp.certify(net, solver="native")
+    b = lipsdp.certify(lipsdp.from_torch(m, (1, 9, 9)), solver="native", lower=False)
+    assert a.verified and b.verified and a.bound == pytest.approx(b.bound, rel=1e-6)
+    assert a.lower_bound <= a.bound
 
 
 class Skip(nn.Module):

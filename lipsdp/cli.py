@@ -78,6 +78,9 @@ def _add_certify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default=None, help="one logit index, or a comma-separated vector c (margin c^T f)")
     p.add_argument("--activation", default=None, help="hidden activation for bare weight files (default: the file's own, else relu)")
     p.add_argument("--no-lower", action="store_true", help="skip the sampled lower bound")
+    p.add_argument("--region", default=None, metavar="SPEC",
+                   help="a local bound on an input region: l2:EPS:X0, linf:EPS:X0 or box:LO:HI "
+                        "(X0, LO, HI: .npy/.txt/.csv files or comma-separated numbers)")
     p.add_argument("--time-limit", type=float, default=None, help="solver time limit in seconds")
     p.add_argument("--json", action="store_true", help="print the certificate as JSON")
     p.add_argument("--out", default=None, help="also write the JSON certificate to this file (atomically)")
@@ -112,6 +115,11 @@ def _run_certify(args, path: str) -> int:
     for option in ("out", "report"):
         if getattr(args, option, None):
             check_writable(getattr(args, option), f"--{option}")
+    region = None
+    if getattr(args, "region", None):
+        from .local import parse_region
+
+        region = parse_region(args.region)
     model = _model(args, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CertificationWarning)
@@ -124,6 +132,7 @@ def _run_certify(args, path: str) -> int:
             activation=args.activation,
             lower=not args.no_lower,
             time_limit=args.time_limit,
+            region=region,
         )
     if args.json:
         print(cert.to_json(indent=2))

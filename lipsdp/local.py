@@ -161,6 +161,41 @@ def as_region(region, n: int):
     return region
 
 
+def _read_vector(text: str, what: str) -> np.ndarray:
+    text = text.strip()
+    try:
+        if text.endswith(".npy"):
+            v = np.load(text, allow_pickle=False)
+        elif text.endswith((".txt", ".csv")):
+            v = np.loadtxt(text, delimiter="," if text.endswith(".csv") else None)
+        else:
+            v = np.array([float(t) for t in text.split(",")])
+    except (OSError, ValueError) as exc:
+        raise FormulationError(f"region {what}: expected a .npy/.txt/.csv file or comma-separated numbers, "
+                               f"got {text!r} ({exc})") from None
+    return np.asarray(v, dtype=float).ravel()
+
+
+def parse_region(spec: str):
+    """A region from the text the CLI takes: ``l2:EPS:X0``, ``linf:EPS:X0`` or ``box:LO:HI``, where
+    X0, LO, HI are .npy / .txt / .csv files or comma-separated numbers (a single number for LO or
+    HI means every coordinate)."""
+    parts = str(spec).split(":")
+    kind = parts[0].strip().lower() if parts else ""
+    if kind in ("l2", "linf") and len(parts) == 3:
+        try:
+            eps = float(parts[1])
+        except ValueError:
+            raise FormulationError(f"region {spec!r}: the radius must be a number, got {parts[1]!r}") from None
+        x0 = _read_vector(parts[2], "center")
+        return L2Ball(x0, eps) if kind == "l2" else LinfBall(x0, eps)
+    if kind == "box" and len(parts) == 3:
+        lo, hi = _read_vector(parts[1], "lower corner"), _read_vector(parts[2], "upper corner")
+        return Box(lo if lo.size > 1 else float(lo[0]), hi if hi.size > 1 else float(hi[0]))
+    raise FormulationError(f"region {spec!r}: expected l2:EPS:X0, linf:EPS:X0 or box:LO:HI "
+                           "(X0, LO, HI: a .npy/.txt/.csv file or comma-separated numbers)")
+
+
 # ---------------------------------------------------------------------------------------------
 # local slopes of the elementwise functions on an interval
 # ---------------------------------------------------------------------------------------------

@@ -208,3 +208,25 @@ def test_pruned_inactive_neurons_same_function_and_bound():
     a = lipsdp.certify(full, lower=False).bound
     b = lipsdp.certify(pruned, lower=False).bound
     assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_cli_region_gives_a_checked_local_bound(tmp_path, capsys):
+    """`lipsdp certify ... --region l2:EPS:X0`: the certificate records the region, its bound is at
+    most the global one and at least the in-region lower bound; a malformed spec exits 2."""
+    import json
+
+    from lipsdp.cli import demo_path, main
+
+    x0 = np.random.default_rng(0).uniform(0, 16, 64)
+    np.save(tmp_path / "x0.npy", x0)
+    out = tmp_path / "c.json"
+    assert main(["certify", demo_path(), "--region", f"l2:0.1:{tmp_path / 'x0.npy'}", "--out", str(out)]) == 0
+    cert = json.loads(out.read_text())
+    glob = lipsdp.certify(demo_path(), lower=False)
+    assert cert["verified"] and cert["region"]["type"] == "L2Ball"
+    assert cert["lower_bound"] <= cert["bound"] <= glob.bound * (1 + 1e-9)
+    assert main(["certify", demo_path(), "--region", "box:0:16"]) == 0  # the whole input box of the digits data
+    capsys.readouterr()
+    assert main(["certify", demo_path(), "--region", "ball:0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expected l2:EPS:X0" in err[0]

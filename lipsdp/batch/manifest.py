@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..options import METHODS, NORMS, parse_output
 from .base import ManifestError, need
 
@@ -27,11 +29,11 @@ __all__ = ["Job", "expand", "load_manifest", "file_hash", "parse_bytes", "parse_
            "NORMS", "METHODS", "FIELDS", "DEFAULTS"]
 
 FIELDS = ("model", "norm", "method", "solver", "output", "activation", "lower", "time_limit", "memory_limit",
-          "model_class", "model_args", "input_shape")
+          "model_class", "model_args", "input_shape", "region")
 _LIST_FIELDS = ("model", "norm", "method", "solver", "output", "activation")  # may hold alternatives
 DEFAULTS = {"norm": "l2", "method": "neuron", "solver": "auto", "output": None, "activation": None,
             "lower": True, "time_limit": None, "memory_limit": None,
-            "model_class": None, "model_args": None, "input_shape": None}
+            "model_class": None, "model_args": None, "input_shape": None, "region": None}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Job:
     model_args: str | None = None  # canonical JSON of the constructor arguments
     input_shape: tuple | None = None
     model_class_hash: str | None = None  # sha256 of the class's .py file
+    region: str | None = None  # a local bound's region, as lipsdp.local.parse_region reads it (paths absolute)
+    region_hash: str | None = None  # sha256 of the region's numbers (so --resume sees edited files)
 
     def params(self) -> dict:
         """The parameters that define the result (limits and paths are not among them)."""
@@ -63,6 +67,8 @@ class Job:
             params.update(model_class=self.model_class.rpartition(":")[2], model_class_hash=self.model_class_hash,
                           model_args=self.model_args,
                           input_shape=None if self.input_shape is None else list(self.input_shape))
+        if self.region is not None:  # jobs without a region keep the keys they always had
+            params.update(region=self.region, region_hash=self.region_hash)
         return params
 
     @property
@@ -182,6 +188,26 @@ def _parse_model_args(value) -> str | None:
     return json.dumps(value, sort_keys=True)
 
 
+def _parse_region(value, base_dir) -> tuple[str | None, str | None]:
+    """(the region spec with file paths made absolute, sha256 of its numbers), or (None, None)."""
+    if value in (None, ""):
+        return None, None
+    from ..local import parse_region
+
+    parts = str(value).split(":")
+    for i in range(2 if parts[0].strip().lower() in ("l2", "linf") else 1, len(parts)):
+        cand = os.path.join(str(base_dir), parts[i].strip())
+        if parts[i].strip().endswith((".npy", ".txt", ".csv")) and os.path.exists(cand):
+            parts[i] = os.path.abspath(cand)
+    spec = ":".join(parts)
+    region = parse_region(spec)  # validates now: a bad region fails the manifest, not the job
+    digest = hashlib.sha256()
+    for name in ("lo", "hi", "x0", "eps"):
+        if hasattr(region, name):
+            digest.update(np.ascontiguousarray(np.asarray(getattr(region, name), dtype=float)).tobytes())
+    return spec, digest.hexdigest()
+
+
 def _parse_input_shape(value) -> tuple | None:
     from ..io import parse_input_shape
 
@@ -254,6 +280,7 @@ def _row_choices(row: dict, base_dir, solvers) -> tuple[list[str], dict, dict]:
     single["model_class"], single["model_class_hash"] = _parse_model_class(vals["model_class"], base_dir)
     single["model_args"] = _parse_model_args(vals["model_args"])
     single["input_shape"] = _parse_input_shape(vals["input_shape"])
+    single["region"], single["region_hash"] = _parse_region(vals["region"], base_dir)
     if single["model_class"] is None and (single["model_args"] or single["input_shape"]):
         raise ValueError("model_args and input_shape need model_class (path/to/file.py:ClassName)")
     return files, choices, single

@@ -81,8 +81,13 @@ def _certify_spec(spec: dict) -> dict:
         model = load_with_class(model, spec["model_class"], spec.get("model_args"), spec.get("input_shape"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CertificationWarning)
+        region = None
+        if spec.get("region"):
+            from ..local import parse_region
+
+            region = parse_region(spec["region"])
         cert = certify(model, norm=spec["norm"], method=spec["method"], solver=spec["solver"],
-                       output=spec["output"], lower=spec["lower"], activation=spec["activation"])
+                       output=spec["output"], lower=spec["lower"], activation=spec["activation"], region=region)
     return {"status": "ok" if cert.verified else "unverified", "error_type": None,
             "error": None if cert.verified else f"bound not verified: {cert.message}",
             "certificate": cert.to_dict()}

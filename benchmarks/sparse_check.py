@@ -21,20 +21,13 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from lipsdp.linop import Conv
+
 
 def conv_matrix(cin, h, w, cout, k, s, p, rng):
-    """Sparse (cout·ho·wo) × (cin·h·w) matrix of a 2-D convolution (channel-major, row-major)."""
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    K = rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)
-    co, ci, ky, kx, oy, ox = np.meshgrid(np.arange(cout), np.arange(cin), np.arange(k), np.arange(k),
-                                         np.arange(ho), np.arange(wo), indexing="ij")
-    iy, ix = oy * s - p + ky, ox * s - p + kx
-    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
-    rows = (co * ho + oy) * wo + ox
-    cols = (ci * h + iy) * w + ix
-    vals = K[co, ci, ky, kx]
-    W = sp.csr_matrix((vals[ok], (rows[ok], cols[ok])), shape=(cout * ho * wo, cin * h * w))
-    return W, (cout, ho, wo)
+    """Sparse (cout·ho·wo) × (cin·h·w) matrix of a random 2-D convolution (lipsdp.linop.Conv), its output shape."""
+    op = Conv(rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k), (cin, h, w), stride=s, padding=p)
+    return op.to_sparse(), op.out_shape
 
 
 def cnn_weights(name, rng):

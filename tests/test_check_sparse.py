@@ -11,19 +11,13 @@ from lipsdp.backends import SolveOptions, get_backend
 from lipsdp.check import psd_proof
 from lipsdp.check_sparse import sparse_psd_proof
 from lipsdp.formulations import formulation_for
+from lipsdp.linop import Conv
 
 
 def conv_matrix(cin, h, w, cout, k, s, p, rng):
-    """Sparse matrix of a 2-D convolution (channel-major), its output shape."""
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    K = rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)
-    co, ci, ky, kx, oy, ox = np.meshgrid(np.arange(cout), np.arange(cin), np.arange(k), np.arange(k),
-                                         np.arange(ho), np.arange(wo), indexing="ij")
-    iy, ix = oy * s - p + ky, ox * s - p + kx
-    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
-    W = sp.csr_matrix((K[co, ci, ky, kx][ok], (((co * ho + oy) * wo + ox)[ok], ((ci * h + iy) * w + ix)[ok])),
-                      shape=(cout * ho * wo, cin * h * w))
-    return W, (cout, ho, wo)
+    """Sparse (cout·ho·wo) × (cin·h·w) matrix of a random 2-D convolution (lipsdp.linop.Conv), its output shape."""
+    op = Conv(rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k), (cin, h, w), stride=s, padding=p)
+    return op.to_sparse(), op.out_shape
 
 
 def random_spd(n, density, rng):

@@ -18,8 +18,10 @@ import argparse
 import numpy as np
 
 
-def train(seed: int = 0, epochs: int = 60):
-    """Return (weights, biases, test_accuracy) of the trained MLP (float64 numpy)."""
+def fit(build, seed: int = 0, epochs: int = 60, input_shape=(64,)):
+    """The shared recipe: digits / 16, stratified 75/25 split, ``build()`` (after seeding torch),
+    Adam (lr 3e-3, weight decay 1e-4), batches of 64.  Returns (trained module in eval mode,
+    test accuracy)."""
     import torch
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -29,14 +31,10 @@ def train(seed: int = 0, epochs: int = 60):
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=seed, stratify=y)
-    Xtr, Xte = torch.tensor(Xtr, dtype=torch.float64), torch.tensor(Xte, dtype=torch.float64)
+    Xtr = torch.tensor(Xtr, dtype=torch.float64).reshape(-1, *input_shape)
+    Xte = torch.tensor(Xte, dtype=torch.float64).reshape(-1, *input_shape)
     ytr, yte = torch.tensor(ytr), torch.tensor(yte)
-
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 32), torch.nn.ReLU(),
-        torch.nn.Linear(32, 32), torch.nn.ReLU(),
-        torch.nn.Linear(32, 10),
-    ).double()
+    model = build()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -44,12 +42,26 @@ def train(seed: int = 0, epochs: int = 60):
         for i in range(0, len(perm), 64):
             idx = perm[i:i + 64]
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(Xtr[idx]), ytr[idx])
-            loss.backward()
+            torch.nn.functional.cross_entropy(model(Xtr[idx]), ytr[idx]).backward()
             opt.step()
     model.eval()
     with torch.no_grad():
         acc = float((model(Xte).argmax(1) == yte).double().mean())
+    return model, acc
+
+
+def train(seed: int = 0, epochs: int = 60):
+    """Return (weights, biases, test_accuracy) of the trained MLP (float64 numpy)."""
+    import torch
+
+    def build():
+        return torch.nn.Sequential(
+            torch.nn.Linear(64, 32), torch.nn.ReLU(),
+            torch.nn.Linear(32, 32), torch.nn.ReLU(),
+            torch.nn.Linear(32, 10),
+        ).double()
+
+    model, acc = fit(build, seed, epochs)
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
     weights = [m.weight.detach().numpy().copy() for m in linears]
     biases = [m.bias.detach().numpy().copy() for m in linears]

@@ -49,33 +49,10 @@ def load_demo_cnn(path=None):
 
 
 def train(seed: int = 0, epochs: int = 60):
-    """(module, test accuracy)."""
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    """(module, test accuracy), by :func:`lipsdp.models.train_demo.fit`'s recipe."""
+    from .train_demo import fit
 
-    torch.manual_seed(seed)
-    torch.set_num_threads(1)
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=seed, stratify=y)
-    Xtr = torch.tensor(Xtr, dtype=torch.float64).reshape(-1, 1, 8, 8)
-    Xte = torch.tensor(Xte, dtype=torch.float64).reshape(-1, 1, 8, 8)
-    ytr, yte = torch.tensor(ytr), torch.tensor(yte)
-    model = build()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(Xtr), generator=gen)
-        for i in range(0, len(perm), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(Xtr[idx]), ytr[idx]).backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = float((model(Xte).argmax(1) == yte).double().mean())
-    return model, acc
+    return fit(build, seed, epochs, input_shape=(1, 8, 8))
 
 
 def main(argv=None):

@@ -213,26 +213,20 @@ def _preactivation(m, affine, prev, zl, zu):
     return zv
 
 
-def _build(affines, c, norm, lo, hi, bounds, margin, relax=False):
-    """The MILP (or its LP relaxation) for the given interval bounds; (model, x columns, pattern columns)."""
-    Zlo, Zhi, Glo, Ghi, ylo, yhi = bounds
-    n = lo.size
-    l = len(affines) - 1
-    g_last = affines[-1].weight.T @ c
-    integer = not relax
-    m = _Model()
+def _relu_forward(m, affines, l, lo, hi, Zlo, Zhi, margin, integer):
+    """The forward pass of both MILP forms: x ∈ [lo, hi], z_k = W_k h_{k−1} + b_k, the big-M ReLU
+    encoding h_k = a_k ⊙ z_k with pattern binaries a_k, and the margin that keeps only points
+    inside a linear piece.  Returns (x columns, pattern columns, pre-activation columns, last h)."""
     xv = m.add(lo, hi)
     prev = xv
-    avars, qvars, zvars = [], [], []
+    avars, zvars = [], []
     for k in range(l):
         zl, zu = Zlo[k], Zhi[k]
         nk = affines[k].out_dim
         zv = _preactivation(m, affines[k], prev, zl, zu)
         zvars.append(zv)
         delta = margin * np.maximum(zu - zl, 1e-300)
-        a_lo = (zl >= delta).astype(float)
-        a_hi = (zu >= delta).astype(float)
-        av = m.add(a_lo, a_hi, integer=integer)
+        av = m.add((zl >= delta).astype(float), (zu >= delta).astype(float), integer=integer)
         hv = m.add(np.zeros(nk), np.maximum(zu, 0))
         for i in range(nk):
             m.row([hv[i], zv[i]], [1.0, -1.0], 0.0)                              # h ≥ z
@@ -245,6 +239,19 @@ def _build(affines, c, norm, lo, hi, bounds, margin, relax=False):
             m.row([zv[i], av[i]], [1.0, -(zu[i] + delta[i])], -np.inf, -delta[i])
         avars.append(av)
         prev = hv
+    return xv, avars, zvars, prev
+
+
+def _build(affines, c, norm, lo, hi, bounds, margin, relax=False):
+    """The MILP (or its LP relaxation) for the given interval bounds; (model, x columns, pattern columns)."""
+    Zlo, Zhi, Glo, Ghi, ylo, yhi = bounds
+    n = lo.size
+    l = len(affines) - 1
+    g_last = affines[-1].weight.T @ c
+    integer = not relax
+    m = _Model()
+    xv, avars, zvars, prev = _relu_forward(m, affines, l, lo, hi, Zlo, Zhi, margin, integer)
+    qvars = []
     # backward: q_k = a_k ⊙ g_k, g_{k} = W_k^T q_{k+1} (k < l), g_l = W_l^T c
     qnext = None
     for k in range(l - 1, -1, -1):
@@ -351,27 +358,7 @@ def _build_fwd(affines, c, norm, lo, hi, bounds, margin, relax=False):
     l = len(affines) - 1
     integer = not relax
     m = _Model()
-    xv = m.add(lo, hi)
-    prev = xv
-    avars, zvars = [], []
-    for k in range(l):
-        zl, zu = Zlo[k], Zhi[k]
-        nk = affines[k].out_dim
-        zv = _preactivation(m, affines[k], prev, zl, zu)
-        zvars.append(zv)
-        delta = margin * np.maximum(zu - zl, 1e-300)
-        av = m.add((zl >= delta).astype(float), (zu >= delta).astype(float), integer=integer)
-        hv = m.add(np.zeros(nk), np.maximum(zu, 0))
-        for i in range(nk):
-            m.row([hv[i], zv[i]], [1.0, -1.0], 0.0)
-            m.row([hv[i], zv[i], av[i]], [1.0, -1.0, -zl[i]], -np.inf, -zl[i])
-            m.row([hv[i], av[i]], [1.0, -max(zu[i], 0.0)], -np.inf, 0.0)
-            if zl[i] == zu[i] == 0.0:
-                continue
-            m.row([zv[i], av[i]], [1.0, -(delta[i] - zl[i])], zl[i], np.inf)
-            m.row([zv[i], av[i]], [1.0, -(zu[i] + delta[i])], -np.inf, -delta[i])
-        avars.append(av)
-        prev = hv
+    xv, avars, zvars, prev = _relu_forward(m, affines, l, lo, hi, Zlo, Zhi, margin, integer)
     # the input tangent t_0
     if norm == "linf":  # t_0 = 2 s − 1
         sv = m.add(np.zeros(n), np.ones(n), integer=integer)

@@ -45,9 +45,11 @@ START_MAX_ENTRIES = 2e7
 __all__ = ["FeedforwardFamily", "FeedforwardL2", "Recovered", "select_output", "naive_l2", "START_SCALE"]
 
 
-def naive_l2(Ws, activations=()) -> float:
-    """Product of spectral norms, times each activation's own Lipschitz constant (1 for ReLU)."""
-    norms = [W.norm2_estimate() if hasattr(W, "norm2_estimate") else np.linalg.norm(W, 2) for W in Ws]
+def naive_l2(Ws, activations=(), norms=None) -> float:
+    """Product of spectral norms, times each activation's own Lipschitz constant (1 for ReLU);
+    ``norms``: the layers' spectral norms when already computed."""
+    if norms is None:
+        norms = [W.norm2_estimate() if hasattr(W, "norm2_estimate") else np.linalg.norm(W, 2) for W in Ws]
     return float(np.prod(norms) * np.prod([a.lipschitz for a in activations]))
 
 
@@ -67,7 +69,8 @@ class FeedforwardFamily(Formulation):
         ops[-1] = select_output(ops[-1], output)
         self.ops = ops
         self.qcs = [constraint_for(a, method) for a in network.activations]
-        s = np.array([op.norm2_estimate() for op in ops])
+        self.norms = np.array([op.norm2_estimate() for op in ops])  # ‖W_k‖₂ (sparse ops: an iterative solve)
+        s = self.norms.copy()
         self.zero = bool(np.any(s == 0))
         s[s == 0] = 1.0
         self.s = s
@@ -123,7 +126,7 @@ class FeedforwardL2(FeedforwardFamily):
     norm = "l2"
 
     def naive_bound(self) -> float:
-        return naive_l2(self.ops, self.network.activations)
+        return naive_l2(self.ops, self.network.activations, self.norms)
 
     def build(self) -> LMIProblem:
         dims = self.dims()

@@ -32,7 +32,7 @@ from ..check import CheckResult, check_feedforward
 from ..errors import FormulationError
 from ..ir import Network
 from ..linop import Dense
-from ..reductions import InputReduction, Margin, Scale
+from ..reductions import InputReduction, Margin, Scale, Subspace
 from .base import Formulation, Recovered, matrix_of, select_output
 from .reduced import HIDDEN_MARGIN, subspace_reduction
 
@@ -189,7 +189,7 @@ class FeedforwardL2(FeedforwardFamily):
         """
         if not self.qcs or any(getattr(a, "kind", "") != "slope" for a in self.network.activations):
             return None
-        if any(s.name == "subspace" for s in problem.rewrites) or \
+        if any(isinstance(s, Subspace) for s in problem.rewrites) or \
                 max(op.shape[0] * op.shape[1] for op in self.ops) > START_MAX_ENTRIES:
             return None
         Wn = self._normalised_dense()

@@ -39,6 +39,8 @@ _H_FACTORS = (1e-1, 1e-2, 1e-3, 1e-4)  # smaller h: more rounding noise (~eps |f
 _SCALES = (1.0, 10.0, 1e-2)
 #: first layers with more (dense) entries skip the pattern move (its pseudo-inverse is dense)
 _PATTERN_MAX_ENTRIES = 4e6
+#: weight nonzeros above which the local ascent's default budget shrinks (lower_bound's ``steps``)
+_LOCAL_NNZ = 2e7
 
 
 @dataclass(frozen=True, eq=False)
@@ -297,6 +299,17 @@ def _dense_size(net) -> float:
     return float(sum(np.prod(a.op.shape, dtype=float) for a in net.affines))
 
 
+def _local_plan(oracle, steps, starts) -> tuple[int, int]:
+    """Local-ascent (steps, starts): the given ones, else 20 and 8, scaled down in proportion on
+    networks whose affine layers hold more than :data:`_LOCAL_NNZ` nonzeros (large CNNs)."""
+    net = getattr(oracle, "net", None)
+    scale = 1.0
+    if net is not None:
+        scale = min(1.0, _LOCAL_NNZ / max(1.0, float(sum(a.op.nnz for a in net.affines))))
+    return (int(steps) if steps is not None else max(3, round(20 * scale)),
+            int(starts) if starts is not None else max(2, round(8 * scale)))
+
+
 def _default_samples(oracle) -> int:
     """16-256 random inputs: fewer for bigger networks (about 0.3 s in all)."""
     net = getattr(oracle, "net", None)
@@ -355,10 +368,10 @@ def lower_bound(
     norm: str = "l2",
     output=None,
     n_samples: int | None = None,
-    steps: int = 20,
+    steps: int | None = None,
     seed: int = 0,
     input_shape=None,
-    starts: int = 8,
+    starts: int | None = None,
     ascent_steps: int | None = None,
     ascent_starts: int | None = None,
     exact: bool | None = None,
@@ -384,14 +397,15 @@ def lower_bound(
     n_samples
         Random starting inputs (default: 16–256 depending on network size).
     steps
-        Local-ascent iterations per start (stops early after 3 without progress).
+        Local-ascent iterations per start (stops early after 3 without progress); default 20,
+        fewer when the layers hold more than 2e7 nonzeros in all (each step is a few passes).
     seed
         Seed of the random generator; the result is deterministic given the seed.
     input_shape
         Input shape (without batch) of a torch module, if it cannot be inferred from its first
         Linear layer.
     starts
-        Number of best random inputs refined by local ascent.
+        Number of best random inputs refined by local ascent (default 8, fewer like ``steps``).
     ascent_steps, ascent_starts
         Jacobian-norm gradient ascent (on the IR; default sized to about a second); 0 disables.
     exact
@@ -405,6 +419,7 @@ def lower_bound(
     norm = parse_norm(key)
     oracle, evaluate, shape, source = _as_search_problem(model_or_network, input_shape)
     evaluate = evaluate or oracle.forward
+    steps, starts = _local_plan(oracle, steps, starts)
     objectives = _objectives(oracle.out_dim, norm, output)
     rng = np.random.default_rng(seed)
     d = oracle.dim

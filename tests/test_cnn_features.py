@@ -205,3 +205,34 @@ def test_batch_job_of_a_cnn_checkpoint_and_its_onnx_export(tmp_path):
     assert certs[0]["bound"] == pytest.approx(certs[1]["bound"], rel=1e-5)
     lb = lipsdp.lower_bound(net, norm="linf", output=3, steps=5, ascent_steps=10)
     assert lb.value <= min(c["bound"] for c in certs)
+
+
+def _suite():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cnn_suite.py"
+    spec = importlib.util.spec_from_file_location("lipsdp_benchmark_cnn_suite", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cnn_suite_networks_are_the_stated_ones():
+    """benchmarks/cnn_suite.py builds what its docstring says: the CIFAR-10-shaped CNN has 4 096 +
+    2 048 + 100 hidden neurons, and the all-conv generator scales every convolution to norm ≈ 1."""
+    torch = pytest.importorskip("torch")
+    suite = _suite()
+    model, shape = suite.module("cifar")
+    net = lipsdp.from_torch(model, shape)
+    assert shape == (3, 32, 32) and [a.size for a in net.activations] == [4096, 2048, 100]
+    assert [type(a.op).__name__ for a in net.affines][:2] == ["Conv", "Conv"]
+    x = torch.randn((1,) + shape, dtype=torch.float64)
+    np.testing.assert_allclose(net.forward(x.reshape(-1).numpy()), model(x).detach().numpy().ravel(), atol=1e-12)
+    small = suite.allconv_net(layers=2, channels=4)
+    net = lipsdp.from_torch(small, (1, 28, 28))
+    norms = [a.op.norm2_estimate() for a in net.affines[:2]]
+    assert all(1.99 < n < 2.02 for n in norms), norms  # the power-iteration estimate is within 1 %
+    assert suite.parse_nets("cifar,2C2F") == ["cifar", "2C2F"] and suite.parse_nets(None) == list(suite.NETS)
+    row = {"net": "cifar", "cap": 20.0, "bound": 1.0, "verified": True, "lower": 2.0, "status": "optimal"}
+    assert "BOUND BELOW THE SAMPLED LOWER BOUND" in suite.table([row])

@@ -59,6 +59,7 @@ def test_linf_one_logit_and_all_logits_above_the_exact_milp_value():
     per = lipsdp.certify(net, norm="linf", solver="native", lower=False, progress=False)
     assert per.verified and len(per.per_output) == 3
     assert per.bound == pytest.approx(max(per.per_output), rel=1e-12)
+    assert f"{per.bound:.6g}" in per._repr_html_() and per.to_dict()["per_output"] == per.per_output
     for k, r in enumerate(exact):
         one = lipsdp.certify(net, norm="linf", output=k, solver="native", lower=False, progress=False)
         assert one.verified

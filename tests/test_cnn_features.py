@@ -237,3 +237,47 @@ def test_cnn_suite_networks_are_the_stated_ones():
     assert suite.parse_nets("cifar,2C2F") == ["cifar", "2C2F"] and suite.parse_nets(None) == list(suite.NETS)
     row = {"net": "cifar", "cap": 20.0, "bound": 1.0, "verified": True, "lower": 2.0, "status": "optimal"}
     assert "BOUND BELOW THE SAMPLED LOWER BOUND" in suite.table([row])
+
+
+def test_onnx_cnn_keeps_its_layers_sparse(tmp_path):
+    """An ONNX CNN with a Pad, a BatchNorm, an average pool and a Linear is read with memory
+    proportional to the nonzeros (Pad / BatchNorm / pool are sparse, merged into the convolutions),
+    computes the module's function and keeps the channel layout that method="channel" uses."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import warnings
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    from lipsdp.io_onnx import load_onnx
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4 * 5 * 5, 3)
+
+        def forward(self, x):
+            x = F.avg_pool2d(torch.relu(self.bn(self.conv(F.pad(x, (1, 1, 1, 1))))), 2)
+            return self.fc(x.flatten(1))
+
+    torch.manual_seed(0)
+    m = Net()
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-1, 1)
+        m.bn.running_var.uniform_(0.5, 2)
+    m.eval()
+    path = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.zeros((1, 2, 10, 10)),), str(path), dynamo=False, do_constant_folding=False)
+    net = load_onnx(path)
+    ops = [a.op for a in net.affines]
+    assert type(ops[0]).__name__ in ("Conv", "Sparse") and ops[0].nnz <= 4 * 100 * 2 * 9  # ≤ C_out·|out|·C_in·|k|
+    assert [a.channels for a in net.activations] == [4]
+    x = torch.randn((1, 2, 10, 10))
+    with torch.no_grad():
+        ref = m(x).numpy().ravel()
+    np.testing.assert_allclose(net.forward(x.double().numpy().ravel()), ref, rtol=1e-5, atol=1e-5)

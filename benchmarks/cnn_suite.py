@@ -17,15 +17,14 @@ Networks (``--nets``, comma-separated short names; the source of each is stated 
 * ``allconv`` — 1×28×28 → 16 × [Conv(32, k3, s1, p1) → ReLU] → Linear(10) (401 408 hidden
   neurons), ``torch.manual_seed(0)`` then PyTorch's default initialisation, then every kernel
   rescaled to spectral norm ≈ 2 (the kernel divided by the norm of its exact zero-padded
-  convolution, estimated by 100 power iterations of conv2d / conv_transpose2d, 0–0.7 % low, times
-  2).  The product of norms is then ≈ 2^16 · ‖W_fc‖ ≈ 4e4, the order of GLipSDP's 10 574 for its
-  trained net.  Why 2: with norm 1 a conv + ReLU layer shrinks a random direction to ≈ 0.35 of its
-  length (measured), and after 16 layers the network is numerically constant (sampled lower bound
-  1e-8); with 2 the signal survives.  Random, not trained (GLipSDP's net is trained and has ~94k
-  activations, this one 401k).
+  convolution, estimated from below by 100 power iterations of conv2d / conv_transpose2d, times 2).
+  The product of norms is then ≈ 2^16 · ‖W_fc‖, the order of GLipSDP's 10 574 for its trained net.
+  Why 2 and not 1: at norm 1 the 16 layers shrink every direction so much that the network is
+  numerically constant (benchmarks/results-cnn-suite.md).  Random, not trained (GLipSDP's net is
+  trained and has ~94k activations, this one 401k).
 
-Every network runs in its own subprocess (``python benchmarks/cnn_suite.py --worker SPEC``) with a
-wall-clock cap, so the peak memory of a row is that process's ``resource.getrusage`` ``ru_maxrss``
+Every network runs in its own subprocess (``python benchmarks/cnn_suite.py --worker SPEC``),
+killed after 2 × cap + 120 s (+ 120 s for the lower bound; a bound already reported is kept), so the peak memory of a row is that process's ``resource.getrusage`` ``ru_maxrss``
 (C allocations included).  The cap of a network is its issue-15 target unless ``--time-limit`` is
 given; ``lipsdp.certify(net, solver=..., time_limit=0.8 × cap, lower=False)`` leaves the rest for
 the independent check, so a network that needs longer reports its best checked (anytime) bound
@@ -85,8 +84,7 @@ def cifar_cnn():
 
 def conv_norm(conv, shape, iters: int = 100) -> float:
     """Spectral norm of ``conv`` (its exact zero-padded linear part) on inputs of ``shape``, by
-    power iteration on conv2d / conv_transpose2d (an estimate from below: 0–0.7 % low after 100
-    iterations on the all-conv layers, by scipy's svds)."""
+    power iteration on conv2d / conv_transpose2d (an estimate from below)."""
     import torch
     import torch.nn.functional as F
 

@@ -24,8 +24,9 @@ Networks (``--nets``, comma-separated short names; the source of each is stated 
   trained and has ~94k activations, this one 401k).
 
 Every network runs in its own subprocess (``python benchmarks/cnn_suite.py --worker SPEC``),
-killed after 2 × cap + 120 s (+ 120 s for the lower bound; a bound already reported is kept), so the peak memory of a row is that process's ``resource.getrusage`` ``ru_maxrss``
-(C allocations included).  The cap of a network is its issue-15 target unless ``--time-limit`` is
+killed after 2 × cap + 120 s (+ 120 s for the lower bound; a bound already reported is kept), so
+the peak memory of a row is that process's ``resource.getrusage`` ``ru_maxrss`` (C allocations
+included).  The cap of a network is its issue-15 target unless ``--time-limit`` is
 given; ``lipsdp.certify(net, solver=..., time_limit=0.8 × cap, lower=False)`` leaves the rest for
 the independent check, so a network that needs longer reports its best checked (anytime) bound
 with status ``time_limit``.  The bound column is the checked bound (``verified``); "lower" is

@@ -281,3 +281,15 @@ def test_onnx_cnn_keeps_its_layers_sparse(tmp_path):
     with torch.no_grad():
         ref = m(x).numpy().ravel()
     np.testing.assert_allclose(net.forward(x.double().numpy().ravel()), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_run_py_dispatches_the_cnn_suite():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("lipsdp_benchmark_run_cnn", path)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    with pytest.raises(SystemExit, match="unknown network"):  # refused before anything runs
+        run.main(["--suite", "cnn", "--nets", "2C2F,nope"])

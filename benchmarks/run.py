@@ -4,6 +4,11 @@
     python benchmarks/run.py            # the full suite, every issue-4 target (about 25 minutes on 2 cores)
     python benchmarks/run.py --quick    # a small subset, about 2 minutes
     python benchmarks/run.py --cap 300  # one per-case time cap for every case
+    python benchmarks/run.py --suite cnn [--nets cifar,2C2F] [--time-limit 20]   # the CNN suite (issue 15)
+
+The CNN suite (GLipSDP's networks, a CIFAR-10-shaped CNN, a 16-layer all-conv net, with GLipSDP's
+published values as columns) is described in benchmarks/cnn_suite.py; it writes
+``benchmarks/results/cnn-latest.md``.  What follows is the default suite (``--suite mlp``).
 
 The default per-case cap is the case's own target: 60 s, and 600 s for the wide network (its
 target is 10 minutes); --quick: 20 s.  lipsdp's solver gets 80 % of the cap (the rest is for the
@@ -471,8 +476,20 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     ap.add_argument("--out", default=str(HERE / "results"), help="output folder (default benchmarks/results)")
     ap.add_argument("--solver", default="auto", help="lipsdp solver for every case (default auto)")
+    ap.add_argument("--suite", choices=["mlp", "cnn"], default="mlp",
+                    help="mlp: the issue-4 suite (default); cnn: the CNN suite of benchmarks/cnn_suite.py")
+    ap.add_argument("--nets", default=None, help="cnn suite: comma-separated networks (default all; see cnn_suite.py)")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="cnn suite: the cap per network in seconds (default: each network's target); same as --cap")
+    ap.add_argument("--no-lower", action="store_true", help="cnn suite: skip the sampled lower bound")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.suite == "cnn":
+        sys.path.insert(0, str(HERE))
+        import cnn_suite
+
+        cap = a.time_limit if a.time_limit is not None else a.cap
+        return cnn_suite.main(a.nets, cap, a.solver, Path(a.out), lower=not a.no_lower)
     if a.worker:
         spec = json.loads(a.worker)
         res = worker(spec["case"], spec["task"], spec["cap"], spec.get("solver", "auto"))

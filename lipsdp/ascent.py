@@ -212,11 +212,11 @@ class _Forward:
     """One forward pass over a batch, keeping each activation's pre-activation."""
 
     def __init__(self, layers, X):
-        self.items = []  # ("affine", W) / ("act", layer, Z) / ("res", _Forward)
+        self.items = []  # ("affine", LinearOp) / ("act", layer, Z) / ("res", _Forward)
         Y = X
         for layer in layers:
             if isinstance(layer, Affine):
-                self.items.append(("affine", layer.weight))
+                self.items.append(("affine", layer.op))
             elif isinstance(layer, Residual):
                 self.items.append(("res", _Forward(layer.body, Y)))
             else:
@@ -245,7 +245,7 @@ class _Linearised:
     def tangent(self, T, keep=None):
         for kind, op in self.ops:
             if kind == "affine":
-                T = T @ op.T
+                T = np.asarray(op.matvec(T.T)).T  # rows: T W^T, the operator never densified
             elif kind == "act":
                 if keep is not None:
                     keep.append(T)
@@ -257,7 +257,7 @@ class _Linearised:
     def adjoint(self, A, keep=None):
         for kind, op in reversed(self.ops):
             if kind == "affine":
-                A = A @ op
+                A = np.asarray(op.rmatvec(A.T)).T
             elif kind == "act":
                 if keep is not None:
                     keep.append(A)
@@ -297,7 +297,7 @@ class _Linearised:
     def _sweep(self, terms, R=None):
         for (kind, op), g in zip(reversed(self.ops), reversed(terms)):
             if kind == "affine":
-                R = None if R is None else R @ op
+                R = None if R is None else np.asarray(op.rmatvec(R.T)).T
             elif kind == "act":
                 R = g if R is None else op.applyT(R) + g
             else:

@@ -97,7 +97,7 @@ def _add(inputs, attrs, sign=1.0):
     b = _per_sample(c, t.shape, "Add/Sub")
     scale = 1.0 if (first or sign > 0) else -1.0  # const - x
     bias = sign * b if first else b
-    return t.then([Affine(scale * np.eye(_numel(t.shape)), bias)], t.shape)
+    return t.then([Affine(sp.identity(_numel(t.shape), format="csr") * scale, bias)], t.shape)
 
 
 def _mul(inputs, attrs, divide=False):
@@ -109,7 +109,7 @@ def _mul(inputs, attrs, divide=False):
         if np.any(d == 0):
             raise InvalidNetworkError("Div: divides by a constant that has zero entries")
         d = 1.0 / d
-    return t.then([Affine(np.diag(d))], t.shape)
+    return t.then([Affine(sp.diags(d, format="csr"))], t.shape)
 
 
 def _linear_last(t: _Traced, W: np.ndarray, bias) -> _Traced:
@@ -117,10 +117,11 @@ def _linear_last(t: _Traced, W: np.ndarray, bias) -> _Traced:
     if t.shape[-1] != W.shape[1]:
         raise InvalidNetworkError(f"expects {W.shape[1]} input features, receives shape {t.shape}")
     copies = _numel(t.shape[:-1])
+    out = W.shape[0]
     if copies > 1:
-        W = np.kron(np.eye(copies), W)
+        W = sp.kron(sp.identity(copies), sp.csr_matrix(W), format="csr")
         bias = None if bias is None else np.tile(bias, copies)
-    return t.then([Affine(W, bias)], tuple(t.shape[:-1]) + (W.shape[0] // max(copies, 1),))
+    return t.then([Affine(W, bias)], tuple(t.shape[:-1]) + (out,))
 
 
 def _gemm(inputs, attrs):
@@ -295,7 +296,7 @@ def _average_pool(inputs, attrs):
     P = np.zeros((OH * OW, H * W))
     for _, out_pos, in_pos in taps:
         P[out_pos, in_pos] += 1.0 / count[out_pos]
-    return t.then([Affine(np.kron(np.eye(C), P))], _out_shape(t, C, OH, OW))
+    return t.then([Affine(sp.kron(sp.identity(C), sp.csr_matrix(P), format="csr"))], _out_shape(t, C, OH, OW))
 
 
 def _max_pool(inputs, attrs):
@@ -330,7 +331,8 @@ def _max_pool(inputs, attrs):
 def _global_average_pool(inputs, attrs):
     t = inputs[0]
     n = _numel(t.shape[1:])
-    return t.then([Affine(np.kron(np.eye(t.shape[0]), np.full((1, n), 1.0 / n)))], (t.shape[0],) + (1,) * (len(t.shape) - 1))
+    P = sp.kron(sp.identity(t.shape[0]), sp.csr_matrix(np.full((1, n), 1.0 / n)), format="csr")
+    return t.then([Affine(P)], (t.shape[0],) + (1,) * (len(t.shape) - 1))
 
 
 def _batchnorm(inputs, attrs):
@@ -342,7 +344,7 @@ def _batchnorm(inputs, attrs):
     g = np.asarray(scale, dtype=np.float64) / np.sqrt(np.asarray(var, dtype=np.float64) + attrs.get("epsilon", 1e-5))
     shift = np.asarray(bias, dtype=np.float64) - g * np.asarray(mean, dtype=np.float64)
     per = _numel(t.shape[1:])
-    return t.then([Affine(np.diag(np.repeat(g, per)), np.repeat(shift, per))], t.shape)
+    return t.then([Affine(sp.diags(np.repeat(g, per), format="csr"), np.repeat(shift, per))], t.shape)
 
 
 def _pad(inputs, attrs):
@@ -362,8 +364,7 @@ def _pad(inputs, attrs):
         raise _Unsupported(f"Pad {pads} pads the batch dimension or crops")
     out = tuple(s + a + b for s, a, b in zip(t.shape, before[1:], after[1:]))
     idx = np.arange(_numel(out)).reshape(out)[tuple(slice(a, a + s) for a, s in zip(before[1:], t.shape))].ravel()
-    S = np.zeros((_numel(out), _numel(t.shape)))
-    S[idx, np.arange(idx.size)] = 1.0
+    S = sp.csr_matrix((np.ones(idx.size), (idx, np.arange(idx.size))), shape=(_numel(out), _numel(t.shape)))
     bias = None
     if value != 0.0:
         bias = np.full(_numel(out), value)
@@ -374,7 +375,10 @@ def _pad(inputs, attrs):
 def _activation(fn: str, params: Callable = lambda attrs: {}):
     def handler(inputs, attrs):
         t = inputs[0]
-        return t.then([SlopeRestricted(fn=fn, params=params(attrs))], t.shape)
+        # a (C, *spatial) feature map: its channel layout (method="channel"), known here even when a
+        # BatchNorm or pool merged into the convolution hides it from the operator
+        channels = int(t.shape[0]) if len(t.shape) >= 2 else None
+        return t.then([SlopeRestricted(fn=fn, params=params(attrs), channels=channels)], t.shape)
 
     return handler
 

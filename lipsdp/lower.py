@@ -31,12 +31,16 @@ import numpy as np
 
 from .options import parse_norm
 from .errors import FormulationError, InvalidNetworkError
-from .ir import Activation, Affine, GroupSort, Network, SlopeRestricted
+from .ir import SLOPE_FUNCTIONS, Affine, GroupSort, Network, Residual, SlopeRestricted
 
 __all__ = ["LowerBound", "lower_bound"]
 
 _H_FACTORS = (1e-1, 1e-2, 1e-3, 1e-4)  # smaller h: more rounding noise (~eps |f| / h)
 _SCALES = (1.0, 10.0, 1e-2)
+#: first layers with more (dense) entries skip the pattern move (its pseudo-inverse is dense)
+_PATTERN_MAX_ENTRIES = 4e6
+#: weight nonzeros above which the local ascent's default budget shrinks (lower_bound's ``steps``)
+_LOCAL_NNZ = 2e7
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +93,8 @@ class _NetworkOracle:
                 self.pattern = "relu"
             elif isinstance(act, GroupSort) and act.group_size == 2:
                 self.pattern = "maxmin"
+        if self.pattern and np.prod(layers[0].op.shape, dtype=float) > _PATTERN_MAX_ENTRIES:
+            self.pattern = None  # a pseudo-inverse of this first layer would cost more than the search
         if self.pattern:
             W0 = layers[0].weight
             self.W0 = W0
@@ -98,34 +104,61 @@ class _NetworkOracle:
         return self.net.forward(X)
 
     def jacobian(self, x):
-        """(J, R, z0): J = ∂f/∂x, R = ∂f/∂(output of the first activation), z0 its pre-activation."""
+        """(J, R, z0): J = ∂f/∂x, R = ∂f/∂(output of the first activation), z0 its pre-activation.
+
+        Pulled back from the output (out_dim rows) through each layer's vector-Jacobian product,
+        so a convolution is applied as an operator and no layer Jacobian is formed."""
         y = x
-        local = []
+        pulls = []
         z0 = None
         for i, layer in enumerate(self.net.layers):
-            if isinstance(layer, Affine):
-                local.append(layer.weight)
-            elif isinstance(layer, Activation):
-                local.append(layer.jacobian(y))
-            else:  # Residual
-                Jb = np.eye(layer.dim)
-                yb = y
-                for inner in layer.body:
-                    Jb = (inner.weight if isinstance(inner, Affine) else inner.jacobian(yb)) @ Jb
-                    yb = inner.forward(yb)
-                local.append(np.eye(layer.dim) + Jb)
+            pulls.append(_pullback(layer, y))
+            y = layer.forward(y)
             if i == 0:
-                z0 = layer.forward(y)
-                y = z0
-            else:
-                y = layer.forward(y)
+                z0 = y
         M = np.eye(self.out_dim)
         R = None
-        for i in range(len(local) - 1, -1, -1):
+        for i in range(len(pulls) - 1, -1, -1):
             if i == 1:
                 R = M
-            M = M @ local[i]
+            M = pulls[i](M)
         return M, R, z0
+
+
+def _pullback(layer, y):
+    """M ↦ M · (∂ layer / ∂ input at y), for M with one row per output selection."""
+    if isinstance(layer, Affine):
+        op = layer.op
+        return lambda M: np.asarray(op.rmatvec(M.T)).T
+    if isinstance(layer, SlopeRestricted) and type(layer).jacobian is SlopeRestricted.jacobian:
+        d = SLOPE_FUNCTIONS[layer.fn][1](y, **layer.params)
+        return lambda M: M * d[None, :]
+    if isinstance(layer, GroupSort) and type(layer).jacobian is GroupSort.jacobian:  # out[:, idx[k]] = M[:, k]
+        g = layer.group_size
+        order = np.argsort(-y.reshape(-1, g), axis=1, kind="stable")
+        idx = (order + np.arange(0, y.size, g)[:, None]).ravel()
+
+        def permute(M):
+            out = np.empty_like(M)
+            out[:, idx] = M
+            return out
+
+        return permute
+    if isinstance(layer, Residual):
+        pulls, yb = [], y
+        for inner in layer.body:
+            pulls.append(_pullback(inner, yb))
+            yb = inner.forward(yb)
+
+        def residual(M):
+            Mb = M
+            for pull in reversed(pulls):
+                Mb = pull(Mb)
+            return M + Mb
+
+        return residual
+    J = layer.jacobian(y)  # Householder, user activations: their own (size × size) Jacobian
+    return lambda M: M @ J
 
 
 class _TorchOracle:
@@ -261,12 +294,28 @@ def _as_search_problem(model, input_shape):
     return oracle, torch_oracle.forward, input_shape, "torch module (quotients from its own forward passes)"
 
 
+def _dense_size(net) -> float:
+    """Σ rows × columns of the affine layers (a cost scale; structured operators are not densified)."""
+    return float(sum(np.prod(a.op.shape, dtype=float) for a in net.affines))
+
+
+def _local_plan(oracle, steps, starts) -> tuple[int, int]:
+    """Local-ascent (steps, starts): the given ones, else 20 and 8, scaled down in proportion on
+    networks whose affine layers hold more than :data:`_LOCAL_NNZ` nonzeros (large CNNs)."""
+    net = getattr(oracle, "net", None)
+    scale = 1.0
+    if net is not None:
+        scale = min(1.0, _LOCAL_NNZ / max(1.0, float(sum(a.op.nnz for a in net.affines))))
+    return (int(steps) if steps is not None else max(3, round(20 * scale)),
+            int(starts) if starts is not None else max(2, round(8 * scale)))
+
+
 def _default_samples(oracle) -> int:
     """16-256 random inputs: fewer for bigger networks (about 0.3 s in all)."""
     net = getattr(oracle, "net", None)
     if net is None:
         return 32
-    n_params = sum(a.weight.size for a in net.affines)
+    n_params = _dense_size(net)
     return int(np.clip(2e6 / n_params, 16, 256))
 
 
@@ -280,7 +329,7 @@ def _ascent_plan(oracle, norm, objectives, output, n_starts, steps):
     net = getattr(oracle, "net", None)
     if net is None or steps == 0:
         return None
-    n_params = sum(a.weight.size for a in net.affines)
+    n_params = _dense_size(net)
     # about 4e7 (points × steps × weights): ~1 s for 784-100×5-10 on one core, seconds for the largest nets
     B = n_starts if n_starts is not None else int(np.clip(5e5 / n_params, 4, 16))
     S = steps if steps is not None else int(np.clip(4e7 / (n_params * B), 10, 80))
@@ -319,10 +368,10 @@ def lower_bound(
     norm: str = "l2",
     output=None,
     n_samples: int | None = None,
-    steps: int = 20,
+    steps: int | None = None,
     seed: int = 0,
     input_shape=None,
-    starts: int = 8,
+    starts: int | None = None,
     ascent_steps: int | None = None,
     ascent_starts: int | None = None,
     exact: bool | None = None,
@@ -348,14 +397,15 @@ def lower_bound(
     n_samples
         Random starting inputs (default: 16–256 depending on network size).
     steps
-        Local-ascent iterations per start (stops early after 3 without progress).
+        Local-ascent iterations per start (stops early after 3 without progress); default 20,
+        fewer when the layers hold more than 2e7 nonzeros in all (each step is a few passes).
     seed
         Seed of the random generator; the result is deterministic given the seed.
     input_shape
         Input shape (without batch) of a torch module, if it cannot be inferred from its first
         Linear layer.
     starts
-        Number of best random inputs refined by local ascent.
+        Number of best random inputs refined by local ascent (default 8, fewer like ``steps``).
     ascent_steps, ascent_starts
         Jacobian-norm gradient ascent (on the IR; default sized to about a second); 0 disables.
     exact
@@ -369,6 +419,7 @@ def lower_bound(
     norm = parse_norm(key)
     oracle, evaluate, shape, source = _as_search_problem(model_or_network, input_shape)
     evaluate = evaluate or oracle.forward
+    steps, starts = _local_plan(oracle, steps, starts)
     objectives = _objectives(oracle.out_dim, norm, output)
     rng = np.random.default_rng(seed)
     d = oracle.dim

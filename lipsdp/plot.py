@@ -182,7 +182,7 @@ def layer_factors(network, method: str = "chain", solver: str = "auto", **certif
     net = as_network(network)
     if not net.is_feedforward:
         raise FormulationError("layer_factors needs a feedforward network (prefix bounds are defined layer by layer)")
-    norms = [float(np.linalg.norm(W, 2)) for W in net.weights]
+    norms = [float(a.op.norm2_estimate()) for a in net.affines]  # no dense copy of a convolution
     ends = [i for i, layer in enumerate(net.layers) if isinstance(layer, Affine)]
     prefix = [norms[0]]
     certs = [None]

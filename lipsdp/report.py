@@ -72,7 +72,7 @@ def _layer_table(net) -> str:
     k = 0
     for i, layer in enumerate(net.layers):
         if isinstance(layer, Affine):
-            nrm = float(np.linalg.norm(layer.weight, 2))
+            nrm = float(layer.op.norm2_estimate())  # a convolution stays an operator
             rows.append(f"<tr><td>{i}</td><td>W{k} (affine)</td><td>{layer.out_dim} × {layer.in_dim}</td>"
                         f'<td class="num">{nrm:.6g}</td></tr>')
             k += 1

@@ -68,6 +68,7 @@ CHAIN_MIN_ORDER = ChainBackend.auto_min_order
 #: what auto prefers is declared on the classes
 BUILTIN = (
     "native:NativeBackend",
+    "spectral:SpectralBackend",
     "cvxpy_backends:CVXOPTBackend",
     "cvxpy_backends:SDPABackend",
     "cvxpy_backends:ClarabelBackend",

@@ -225,35 +225,19 @@ class _PreparedLMI:
         self._sparse_terms(lmi)
 
     def _sparse_terms(self, lmi):
-        """A(θ) = Σ_i θ_var(i) U_i C_i U_i^T as one sparse product U_all C(θ) U_all^T of the terms
-        as written (no eigen-split, so no cancelling fill): used when its pattern is sparse."""
-        Us, rows, cols, vals, owner = [], [], [], [], []
-        k0 = 0
-        for t in lmi.terms:
-            C = 0.5 * (np.asarray(t.C, dtype=float) + np.asarray(t.C, dtype=float).T)
-            r, c = np.nonzero(C)
-            rows.append(r + k0)
-            cols.append(c + k0)
-            vals.append(C[r, c])
-            owner.append(np.full(r.size, t.var))
-            Us.append(sp.csc_matrix(t.U))
-            k0 += C.shape[0]
+        """The terms as one sparse product (:class:`~lipsdp.backends.terms.SparseTerms`), used for
+        the directions when the LMI is wide and its pattern sparse."""
+        from .terms import SparseTerms
+
         self.sparse = False
-        if not Us or self.n < self.SPARSE_MIN_ORDER:
+        if not lmi.terms or self.n < self.SPARSE_MIN_ORDER:
             return
-        self.Uall = sp.hstack(Us, format="csr")
-        self.UallT = self.Uall.T.tocsr()
-        self.c_rows, self.c_cols = np.concatenate(rows), np.concatenate(cols)
-        self.c_vals, self.c_owner = np.concatenate(vals), np.concatenate(owner)
-        self.k_all = k0
-        pattern = self.apply_sparse(np.ones(int(self.c_owner.max()) + 1))
-        self.sparse = pattern.nnz < 0.2 * self.n * self.n
+        self.terms = SparseTerms(lmi, int(max(t.var for t in lmi.terms)) + 1)
+        self.sparse = self.terms.apply(np.ones(self.terms.n_vars)).nnz < 0.2 * self.n * self.n
 
     def apply_sparse(self, theta):
         """Σ_i θ_var(i) A_i as a sparse CSR matrix (exact pattern of the terms)."""
-        C = sp.csr_matrix((self.c_vals * theta[self.c_owner], (self.c_rows, self.c_cols)),
-                          shape=(self.k_all, self.k_all))
-        return (self.Uall @ C @ self.UallT).tocsr()
+        return self.terms.apply(theta)
 
     def direction_matrix(self, theta):
         """Σ_i θ_var(i) A_i in the form the steps use: sparse when the LMI is, else dense."""
@@ -577,6 +561,10 @@ class NativeBackend(Backend):
         tr.iterates.append(tr.best)
         status, msg, it = "optimal_inaccurate", "", 0
         for it in range(1, run.max_iters + 1):
+            if options.time_limit is not None and time.perf_counter() - t0 > options.time_limit:
+                # the set-up alone used the budget (a wide LMI): the start is the answer
+                status, msg = "time_limit", f"time limit {options.time_limit} s reached"
+                break
             M, ASi, mu, gauges = self._residuals(run, pt)
             stop = self._stopping(run, tr, options, it, t0, gauges)
             if stop is not None:

@@ -8,7 +8,7 @@ and its auto preference).  Everything here reads those declarations; nothing nam
 - ``installed_backends()`` lists what can run here;
 - ``choose_auto(problem)`` picks the installed backend of lowest ``auto_rank`` whose size window
   (``auto_min_order`` ≤ largest LMI order ≤ ``auto_max_order``, at least ``auto_min_blocks``
-  coordinate blocks per LMI) admits the problem and which ``accepts`` it;
+  coordinate blocks per LMI, term columns no denser than ``auto_max_density``) admits the problem and which ``accepts`` it;
 - ``candidates(problem, solver)`` is what ``certify`` tries in turn: for ``"auto"`` the auto
   choice then the other ranked backends that admit and accept the problem (accurate ones first);
   for a name, that backend alone, or an error saying why it cannot and what can.
@@ -121,7 +121,13 @@ def _admits(cls: type[Backend], problem) -> bool:
     """The auto size window of ``cls`` (cheap: sizes only)."""
     order = problem.max_order
     return (cls.auto_rank is not None and cls.auto_min_order <= order <= cls.auto_max_order
-            and min(len(lmi.blocks or [lmi.size]) for lmi in problem.lmis) >= cls.auto_min_blocks)
+            and min(len(lmi.blocks or [lmi.size]) for lmi in problem.lmis) >= cls.auto_min_blocks
+            and (cls.auto_max_density == float("inf") or _density(problem) <= cls.auto_max_density))
+
+
+def _density(problem) -> float:
+    """Nonzeros of the term columns per order², the largest over the LMIs."""
+    return max(sum(t.U.nnz for t in lmi.terms) / max(float(lmi.size) ** 2, 1.0) for lmi in problem.lmis)
 
 
 def _auto_order(problem, installed: list[type[Backend]]) -> list[type[Backend]]:

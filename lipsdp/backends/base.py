@@ -25,7 +25,8 @@ declaration            meaning (default)
 ``auto_rank``          auto preference, lower first; None: never picked by auto (None).
 ``auto_max_order``     auto picks it only for LMI orders up to this (inf) ...
 ``auto_min_order``     ... and from this order on (0) ...
-``auto_min_blocks``    ... with at least this many coordinate blocks per LMI (0).
+``auto_min_blocks``    ... with at least this many coordinate blocks per LMI (0) ...
+``auto_max_density``   ... and at most this many nonzeros in the term columns per order² (inf).
 =====================  ==========================================================================
 """
 
@@ -131,12 +132,14 @@ class Backend:
     #: what :meth:`accepts` needs, in words (for the refusal message)
     requires: str = ""
     #: auto preference: lower rank first; None = never picked by ``solver="auto"``
-    auto_rank: int | None = None
+    auto_rank: float | None = None
     #: auto picks this backend only when auto_min_order ≤ largest LMI order ≤ auto_max_order and
     #: every LMI has at least auto_min_blocks coordinate blocks
     auto_max_order: float = float("inf")
     auto_min_order: float = 0
     auto_min_blocks: int = 0
+    #: ... and the term columns hold at most this many nonzeros per order² (sparse LMIs: convolutions)
+    auto_max_density: float = float("inf")
 
     @classmethod
     def accepts(cls, problem) -> bool:

@@ -114,9 +114,13 @@ class SpectralBackend(Backend):
     accurate = False
     exploits = ("sparse terms", "eigenvalue form")
     requires = "one LMI whose only objective variable is a diagonal ρ (ℓ2/ℓ∞ LipSDP), not chordally decomposed"
-    auto_rank = 0
-    #: auto uses it from this LMI order on (below it the interior point reaches the optimum quickly)
+    #: after ``chain`` (deep block-tridiagonal chains), before ``native``
+    auto_rank = 0.5
+    #: auto uses it on wide, sparse LMIs (convolutions): from this order on (below it the interior
+    #: point reaches the optimum quickly) and with term columns this sparse (dense layers fill the
+    #: factorisation: there native's steps are as cheap)
     auto_min_order = 3000
+    auto_max_density = 0.05
 
     @classmethod
     def accepts(cls, problem) -> bool:

@@ -80,7 +80,7 @@ def test_every_backend_declares_its_capabilities():
         assert isinstance(cls.anytime, bool) and isinstance(cls.accurate, bool), name
         assert isinstance(cls.decomposition_pays, bool), name
         assert isinstance(cls.exploits, tuple) and all(isinstance(x, str) for x in cls.exploits), name
-        assert cls.auto_rank is None or isinstance(cls.auto_rank, int), name
+        assert cls.auto_rank is None or isinstance(cls.auto_rank, (int, float)), name
         parts = cls.memory_doubles(_problem(SMALL))
         assert parts and all(v > 0 for v in parts.values()), name
     # the decisions that used to be name lists

@@ -88,3 +88,26 @@ def test_accepts_only_single_rho_problems():
         bad = formulation_for(_cnn(), "l2").problem()
         bad.c = np.ones_like(bad.c)
         SpectralBackend().solve(bad, SolveOptions())
+
+
+@pytest.mark.parametrize("engine", ["cholmod", "qdldl"])
+def test_half_solves_of_both_factorisation_engines(engine, monkeypatch):
+    import scipy.sparse as sp
+
+    from lipsdp import check_sparse
+    from lipsdp.backends.spectral import _Factor
+
+    if engine == "cholmod":
+        pytest.importorskip("cvxopt")
+    monkeypatch.setattr(check_sparse, "_engine", lambda name: check_sparse.ENGINES[engine][1])
+    rng = np.random.default_rng(0)
+    G = sp.random(300, 300, density=0.02, random_state=2)
+    A = (G @ G.T + sp.identity(300) * 0.5).tocsc()
+    B = rng.standard_normal((300, 7))
+    f = _Factor.of(A)
+    assert f.kind == engine
+    W = f.half(B)
+    X = np.linalg.solve(A.toarray(), B)
+    np.testing.assert_allclose(W.T @ W, B.T @ X, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(f.back(W), X, rtol=1e-9, atol=1e-10)
+    assert _Factor.of(-A) is None  # not positive definite

@@ -52,6 +52,7 @@ from .ir import Affine, Network, SlopeRestricted
 __all__ = ["PatternResult", "pattern_search", "pattern_supported"]
 
 _TABU_MOVES = 8        # moves a flip found infeasible is skipped before it is re-checked
+_PAIR_SOURCES = 30    # infeasible single flips whose LP duals propose two-neuron moves
 _MARGIN_TOL = 1e-9     # an LP margin above this (relative to R) counts as an interior point
 
 
@@ -110,6 +111,7 @@ class _Problem:
         self.C = C
         self.R = radius
         self.net = net
+        self._lp = _WarmLP.create()
 
     def pattern(self, Y):
         """Activation patterns (list of bool arrays, rows = points) of points y."""
@@ -153,20 +155,40 @@ class _Problem:
         g = s * np.concatenate(c)
         norms = np.linalg.norm(G, axis=1)
         keep = norms > 1e-12 * max(float(norms.max(initial=0.0)), 1e-300)
+        self.rows = np.flatnonzero(keep)  # neuron (flattened) of each kept row
         return G[keep] / norms[keep, None], g[keep] / norms[keep]
+
+    def value(self, P):
+        return float(np.linalg.norm(self.forward_maps(P)[2], 2))
+
+    def blocking(self, top=10):
+        """Neurons (flattened) whose rows carry the largest duals in the last LP: flipping one of
+        them as well may make an infeasible flip feasible."""
+        duals = self._lp.duals() if self._lp is not None else None
+        if duals is None or len(duals) != len(self.rows):
+            return []
+        order = np.argsort(-np.abs(duals))[:top]
+        return [int(self.rows[i]) for i in order if abs(duals[i]) > 1e-12]
 
     def realise(self, P):
         """(y, margin): the LP's interior point of the region of P inside |y| ≤ R, or (None, 0)."""
         G, g = self.constraints(P)
         r = G.shape[1]
         # maximise t  s.t.  G y + g ≥ t,  −R ≤ y ≤ R,  t ≤ R
-        A_ub = np.hstack([-G, np.ones((G.shape[0], 1))])
-        res = linprog(np.r_[np.zeros(r), -1.0], A_ub=A_ub, b_ub=g, bounds=[(-self.R, self.R)] * r + [(None, self.R)],
-                      method="highs-ds", options={"presolve": False})
-        if res.status != 0 or res.x is None:
-            return None, 0.0
-        y = res.x[:r]
+        y = self._lp.solve(G, g, self.R) if self._lp is not None else None
+        if y is None:
+            A_ub = np.hstack([-G, np.ones((G.shape[0], 1))])
+            res = linprog(np.r_[np.zeros(r), -1.0], A_ub=A_ub, b_ub=g, bounds=[(-self.R, self.R)] * r + [(None, self.R)],
+                          method="highs-ds", options={"presolve": False})
+            if res.status != 0 or res.x is None:
+                return None, 0.0
+            y = res.x[:r]
         return y, float(np.min(G @ y + g, initial=self.R))
+
+    def accept(self):
+        """The last LP's pattern was taken: warm-start the next LPs from its basis."""
+        if self._lp is not None:
+            self._lp.keep()
 
     def norms_at(self, Y):
         """‖C J‖_2 of the true network at the points y (rows), and their patterns."""
@@ -200,6 +222,57 @@ class _Problem:
         return np.concatenate(vals), float(np.linalg.norm(J, 2))
 
 
+class _WarmLP:
+    """The margin LP through highspy, warm-started from the basis of the current pattern's LP
+    (the flipped patterns' LPs differ in a few rows); None without highspy (scipy is used)."""
+
+    @classmethod
+    def create(cls):
+        try:
+            import highspy
+        except ImportError:
+            return None
+        return cls(highspy)
+
+    def __init__(self, highspy):
+        self.hs = highspy
+        self.h = highspy.Highs()
+        self.h.setOptionValue("output_flag", False)
+        self.h.setOptionValue("presolve", "off")
+        self.basis = self.last = None
+
+    def solve(self, G, g, R):
+        hs, h = self.hs, self.h
+        nc, r = G.shape
+        lp = hs.HighsLp()
+        lp.num_col_, lp.num_row_ = r + 1, nc
+        lp.col_cost_ = np.r_[np.zeros(r), -1.0]
+        lp.col_lower_ = np.r_[np.full(r, -R), -np.inf]
+        lp.col_upper_ = np.r_[np.full(r, R), R]
+        lp.row_lower_, lp.row_upper_ = -g, np.full(nc, np.inf)
+        lp.a_matrix_.format_ = hs.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = (np.arange(r + 2) * nc).astype(np.int32)
+        lp.a_matrix_.index_ = np.tile(np.arange(nc, dtype=np.int32), r + 1)
+        lp.a_matrix_.value_ = np.hstack([G, -np.ones((nc, 1))]).T.ravel()
+        h.clearModel()
+        h.passModel(lp)
+        if self.basis is not None and len(self.basis.row_status) == nc and len(self.basis.col_status) == r + 1:
+            h.setBasis(self.basis)
+        h.run()
+        if h.getModelStatus() != hs.HighsModelStatus.kOptimal:
+            return None
+        self.last = h.getBasis()
+        sol = h.getSolution()
+        self.row_duals = np.array(sol.row_dual)
+        return np.array(sol.col_value)[:r]
+
+    def duals(self):
+        return getattr(self, "row_duals", None)
+
+    def keep(self):
+        self.basis = self.last
+
+
 def _same(P, Q):
     return all(np.array_equal(a, b) for a, b in zip(P, Q))
 
@@ -217,10 +290,7 @@ def _line_move(prob, P, y, vals, value, rng, n_dirs=32, n_random=16):
     the best point if it beats ``value``, else None."""
     G, g = prob.constraints(P)
     dist = G @ y + g
-    order = np.argsort(-vals)[:n_dirs]
-    # rows of the kept constraints align with the flattened neurons only when none was dropped
-    if G.shape[0] != len(vals):
-        order = order[:0]
+    order = np.argsort(-vals[prob.rows])[:n_dirs]  # kept rows of the most promising flips
     D = [-G[order]]
     T = [dist[order]]
     R = rng.standard_normal((n_random, G.shape[1]))
@@ -250,30 +320,71 @@ def _kick(prob, P, y, rng, flips):
     return [p[i] for p in pats]
 
 
-def _climb(prob: _Problem, P, deadline, max_moves, line_moves=True, rng=None):
+def _flip_order(prob, P, y, vals, value):
+    """The improving flips in the order their LPs are tried: largest gain per unit distance of
+    y to the neuron's hyperplane first (near hyperplanes are more often facets of the region)."""
+    improving = np.flatnonzero(vals > value * (1 + 1e-9))
+    G, g = prob.constraints(P)
+    dist = np.full(len(vals), np.inf)
+    dist[prob.rows] = np.maximum(G @ y + g, 1e-300)
+    return improving[np.argsort(-(vals[improving] - value) / dist[improving])]
+
+
+def _pair_move(prob, P, offsets, blocked, value, deadline, max_lps=80):
+    """Two-neuron moves at a local optimum of single flips: an infeasible flip j together with
+    one of the neurons that blocked its LP (largest duals), best value first, each checked by
+    an LP.  Returns ((moved, lps), (P, y, margin) or None)."""
+    pairs, seen = [], set()
+    for j, blk in blocked.items():
+        Qj = _flip(P, offsets, j)
+        for b in blk:
+            key = (min(j, b), max(j, b))
+            if b == j or key in seen:
+                continue
+            seen.add(key)
+            Q = _flip(Qj, offsets, b)
+            v = prob.value(Q)
+            if v > value * (1 + 1e-9):
+                pairs.append((v, Q))
+    pairs.sort(key=lambda t: -t[0])
+    lps = 0
+    for _, Q in pairs[:max_lps]:
+        if time.perf_counter() >= deadline:
+            break
+        yq, mq = prob.realise(Q)
+        lps += 1
+        if yq is not None and mq > _MARGIN_TOL * prob.R:
+            return (True, lps), (Q, yq, mq)
+    return (False, lps), None
+
+
+def _climb(prob: _Problem, P, deadline, max_moves, rng):
     """Hill climb from pattern P (realisable). Returns (pattern, y, margin, value, moves, lps).
 
-    Each move: first the cheap multi-neuron ray move (:func:`_line_move`), then single flips
-    best first, each checked by an LP."""
+    Each move: first the cheap multi-neuron ray move (:func:`_line_move`), then the improving
+    single flips (:func:`_flip_order`), each checked by an LP, and when none is feasible the
+    two-neuron moves proposed by the LP duals (:func:`_pair_move`)."""
     offsets = np.cumsum([0] + [len(p) for p in P])
     y, margin = prob.realise(P)
+    prob.accept()
     lps, moves = 1, 0
+    if y is None or margin <= _MARGIN_TOL * prob.R:  # the start lies on a boundary of its region
+        return P, None, 0.0, prob.value(P), 0, lps
     tabu: dict[int, int] = {}
-    rng = rng or np.random.default_rng(0)
     while moves < max_moves and time.perf_counter() < deadline:
         vals, value = prob.flip_values(P)
-        if line_moves:
-            Q = _line_move(prob, P, y, vals, value, rng)
-            if Q is not None:
-                yq, mq = prob.realise(Q)
-                lps += 1
-                if yq is not None and mq > _MARGIN_TOL * prob.R:
-                    P, y, margin = Q, yq, mq
-                    moves += 1
-                    continue
-        order = np.argsort(-vals)
-        order = order[vals[order] > value * (1 + 1e-9)]
+        Q = _line_move(prob, P, y, vals, value, rng)
+        if Q is not None:
+            yq, mq = prob.realise(Q)
+            lps += 1
+            if yq is not None and mq > _MARGIN_TOL * prob.R:
+                P, y, margin = Q, yq, mq
+                prob.accept()
+                moves += 1
+                continue
+        order = _flip_order(prob, P, y, vals, value)
         moved, skipped = False, False
+        blocked: dict[int, list] = {}
         for j in order:
             if moves - tabu.get(int(j), -_TABU_MOVES - 1) <= _TABU_MOVES:
                 skipped = True
@@ -285,9 +396,20 @@ def _climb(prob: _Problem, P, deadline, max_moves, line_moves=True, rng=None):
             lps += 1
             if yq is not None and mq > _MARGIN_TOL * prob.R:
                 P, y, margin, moved = Q, yq, mq, True
+                prob.accept()
                 moves += 1
                 break
             tabu[int(j)] = moves
+            if len(blocked) < _PAIR_SOURCES:
+                blocked[int(j)] = prob.blocking()
+        if not moved and not skipped and blocked:
+            (moved, n), found = _pair_move(prob, P, offsets, blocked, value, deadline)
+            lps += n
+            if moved:
+                P, y, margin = found
+                prob.accept()
+                moves += 1
+                continue
         if not moved:
             if skipped and time.perf_counter() < deadline:
                 tabu.clear()

@@ -372,7 +372,7 @@ def lower_bound(
         Seconds for the MILP (all outputs together).
     pattern_budget
         Seconds for the activation-pattern climb of :mod:`lipsdp.patterns` (ℓ2, feedforward
-        ReLU / leaky-ReLU networks on the IR), started from the best points of the other
+        ReLU / leaky-ReLU networks on the IR), started from the best point of the other
         searches; 0 (default) skips it.  It is the strong ℓ2 search: tens of seconds on
         784-100×5-10 (benchmarks/results-local.md).
     """
@@ -442,8 +442,8 @@ def lower_bound(
         from .patterns import pattern_search, pattern_supported
 
         if pattern_supported(net) is None:
-            starts_x = [c[0] for c in sorted(cands, key=lambda c: -_jac_norm(oracle, c[0], objectives))[:2]]
-            pr = pattern_search(net, np.array(starts_x), output=objectives[0], time_budget=pattern_budget, seed=seed)
+            start = max(cands, key=lambda c: _jac_norm(oracle, c[0], objectives))[0]
+            pr = pattern_search(net, start[None], output=objectives[0], time_budget=pattern_budget, seed=seed)
             if pr.step > 0:
                 cands.append((pr.x, pr.direction, 0, [pr.step]))
             pattern_note = f", activation-pattern climb ({pattern_budget:g} s: {pr.moves} moves, {pr.kicks} kicks)"

@@ -16,18 +16,26 @@ Dimakis 2020, LipMIP; math.md §1 for the notation), and at such a point x
 for the top right singular vector v and any step h that keeps x + h v in the region — an
 exact local Jacobian norm realised as a true difference quotient.
 
-The search is a hill climb over patterns (``pattern_search``):
+The search is an iterated hill climb over patterns (``pattern_search``):
 
 1. start from the pattern of a given point (e.g. the best point of the Jacobian ascent);
 2. for every neuron, ‖C J‖ with that neuron flipped is a rank-one update of J
    (J' = J + δ B_k[:, i] F_k[i, :], δ = ±(1 − α)), so all flips are scored at once from the
    m × m Gram matrices (m = rows of C);
-3. the improving flips are tried best first: the flipped pattern is accepted when an LP
-   (HiGHS through scipy) finds a point with a positive margin, max t s.t.
-   s ⊙ (F y + c) ≥ t ‖F_row‖, |y| ≤ R, in the coordinates y = Q^T x of the row space of W_0
-   (f depends on x only through W_0 x);  flips found infeasible are set aside for a few
-   moves (tabu) and re-checked before the climb stops;
-4. the value is that of a realised pattern only: the returned point is the LP's interior
+3. moves, each accepted only when an LP finds the new pattern's region with a positive margin,
+   max t s.t. s ⊙ (F y + c) ≥ t ‖F_row‖, |y| ≤ R, in the coordinates y = Q^T x of the row
+   space of W_0 (f depends on x only through W_0 x); HiGHS, warm-started from the current
+   pattern's basis when highspy is installed, else scipy's HiGHS:
+   a. a ray move: the true patterns of points on rays from the current interior point towards
+      and across the hyperplanes of the most promising flips (several neurons at once);
+   b. single flips that raise ‖C J‖, nearest hyperplane per unit gain first (flips found
+      infeasible are set aside for a few moves, then re-checked before the climb stops);
+   c. at a local optimum of single flips, two-neuron moves: an infeasible flip together with
+      a neuron whose row carries a large dual in its LP (one that blocks it; highspy only);
+4. kicks (iterated local search): from the best pattern, jump along a ray towards the
+   hyperplane of a promising flip until about ``kicks`` neurons changed, climb again, keep
+   the best;
+5. the value is that of a realised pattern only: the returned point is the LP's interior
    point, checked by a forward pass to have that pattern, and the returned step keeps the
    pattern (also checked).  :func:`lipsdp.lower.lower_bound` turns it into the reported
    difference quotient.
@@ -52,7 +60,7 @@ from .ir import Affine, Network, SlopeRestricted
 __all__ = ["PatternResult", "pattern_search", "pattern_supported"]
 
 _TABU_MOVES = 8        # moves a flip found infeasible is skipped before it is re-checked
-_PAIR_SOURCES = 30    # infeasible single flips whose LP duals propose two-neuron moves
+_PAIR_SOURCES = 30   # infeasible single flips whose LP duals propose two-neuron moves
 _MARGIN_TOL = 1e-9     # an LP margin above this (relative to R) counts as an interior point
 
 
@@ -309,9 +317,12 @@ def _line_move(prob, P, y, vals, value, rng, n_dirs=32, n_random=16):
 
 def _kick(prob, P, y, rng, flips):
     """A random realisable pattern about ``flips`` neurons away from P: the first point along a
-    random ray from y whose true pattern differs from P in at least that many neurons."""
-    d = rng.standard_normal(len(y))
-    d /= np.linalg.norm(d)
+    ray from y whose true pattern differs from P in at least that many neurons; the ray points
+    at the hyperplane of one of the 20 most promising flips, chosen at random (such directed
+    kicks did better than random rays in benchmarks/results-local.md)."""
+    vals, _ = prob.flip_values(P)
+    G, _ = prob.constraints(P)
+    d = -G[rng.choice(np.argsort(-vals[prob.rows])[:20])]
     ts = np.geomspace(1e-4, 2.0, 60) * prob.R
     Y = np.clip(y[None] + ts[:, None] * d[None], -prob.R, prob.R)
     pats = prob.pattern(Y)
@@ -420,7 +431,7 @@ def _climb(prob: _Problem, P, deadline, max_moves, rng):
 
 
 def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max_moves: int = 10_000,
-                   radius: float | None = None, kicks: int = 10, seed: int = 0) -> PatternResult:
+                   radius: float | None = None, kicks: int = 15, seed: int = 0) -> PatternResult:
     """Hill-climb over realisable activation patterns for a large ‖C J_a‖_2 (module docstring).
 
     ``X0``: start points (rows), climbed in turn while the time budget lasts; ``output``:
@@ -466,8 +477,7 @@ def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max
             break
         deadline = time.perf_counter() + max(left, 0.0) / (n_starts - i)
         P0 = [p[0] for p in prob.pattern(y0)]
-        if start_value is None:
-            start_value = prob.flip_values(P0)[1]
+        start_value = max(start_value or 0.0, prob.value(P0))
         P, y, margin, value, moves, lps = _climb(prob, P0, deadline, max_moves, rng=rng)
         total_moves += moves
         total_lps += lps

@@ -66,6 +66,16 @@ def test_climb_reaches_the_brute_force_constant_on_tiny_nets(seed):
     assert r.quotient == pytest.approx(r.value, rel=1e-9)
 
 
+def test_scipy_fallback_without_highspy(monkeypatch):
+    from lipsdp import patterns
+
+    monkeypatch.setattr(patterns._WarmLP, "create", classmethod(lambda cls: None))
+    net, W = _net([3, 4, 5, 2], 0)
+    r = pattern_search(net, np.random.default_rng(0).standard_normal((2, 3)), time_budget=1.0, kicks=2)
+    assert r.value == pytest.approx(_exact_l2(net, W), rel=1e-9)
+    assert _quotient(net, r.x, r.direction, r.step) == pytest.approx(r.value, rel=1e-9)
+
+
 def test_climb_never_exceeds_the_sdp_bound_and_raises_the_start():
     net, _ = _net([10, 20, 20, 20, 4], 3)
     X0 = np.random.default_rng(0).standard_normal((2, 10))

@@ -37,6 +37,7 @@ __all__ = ["LowerBound", "lower_bound"]
 
 _H_FACTORS = (1e-1, 1e-2, 1e-3, 1e-4)  # smaller h: more rounding noise (~eps |f| / h)
 _SCALES = (1.0, 10.0, 1e-2)
+_PATTERN_STARTS = 3  # best candidates the pattern climb starts from
 
 
 @dataclass(frozen=True, eq=False)
@@ -372,7 +373,7 @@ def lower_bound(
         Seconds for the MILP (all outputs together).
     pattern_budget
         Seconds for the activation-pattern climb of :mod:`lipsdp.patterns` (ℓ2, feedforward
-        ReLU / leaky-ReLU networks on the IR), started from the best point of the other
+        ReLU / leaky-ReLU networks on the IR), started from the best points of the other
         searches; 0 (default) skips it.  It is the strong ℓ2 search: tens of seconds on
         784-100×5-10 (benchmarks/results-local.md).
     """
@@ -442,8 +443,9 @@ def lower_bound(
         from .patterns import pattern_search, pattern_supported
 
         if pattern_supported(net) is None:
-            start = max(cands, key=lambda c: _jac_norm(oracle, c[0], objectives))[0]
-            pr = pattern_search(net, start[None], output=objectives[0], time_budget=pattern_budget, seed=seed)
+            ranked = sorted(cands, key=lambda c: -_jac_norm(oracle, c[0], objectives))
+            starts_x = np.array([c[0] for c in ranked[:_PATTERN_STARTS]])
+            pr = pattern_search(net, starts_x, output=objectives[0], time_budget=pattern_budget, seed=seed)
             if pr.step > 0:
                 cands.append((pr.x, pr.direction, 0, [pr.step]))
             pattern_note = f", activation-pattern climb ({pattern_budget:g} s: {pr.moves} moves, {pr.kicks} kicks)"

@@ -434,13 +434,13 @@ def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max
                    radius: float | None = None, kicks: int = 15, seed: int = 0) -> PatternResult:
     """Hill-climb over realisable activation patterns for a large ‖C J_a‖_2 (module docstring).
 
-    ``X0``: start points (rows), climbed in turn while the time budget lasts; ``output``:
-    None (ℓ2 of the whole output), a logit index, a vector c or a matrix C; ``time_budget``: seconds for
-    all starts together (each start gets an equal share, the last one what is left);
+    ``X0``: start points (rows), each climbed to a local optimum (all together within half the
+    budget when there are several), then the best one is kicked (below); ``output``: None (ℓ2
+    of the whole output), a logit index, a vector c or a matrix C; ``time_budget``: seconds in all;
     ``radius``: half-width R of the search box in row-space coordinates (default 1 without
-    biases, else twice the largest start coordinate); ``kicks``: after a start's climb stops,
-    restart it from random patterns about that many neurons away from its best one (0: no
-    restarts) while its share of the budget lasts.  Returns the best realised pattern as a
+    biases, else twice the largest start coordinate); ``kicks``: after the climbs stop, restart
+    from random patterns about that many neurons away from the best one (0: no restarts)
+    while the budget lasts.  Returns the best realised pattern as a
     :class:`PatternResult` whose ``quotient`` is a real difference quotient.
     """
     reason = pattern_supported(net)
@@ -471,27 +471,29 @@ def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max
     total_moves = total_lps = n_kicks = 0
     rng = np.random.default_rng(seed)
     start_value = None
+    # climbs from every start (half the budget when there are several), then kicks from the best
+    screen_end = t0 + time_budget * (0.5 if n_starts > 1 else 1.0)
     for i, y0 in enumerate(Y0):
-        left = time_budget - (time.perf_counter() - t0)
-        if left <= 0 and best is not None:
+        now = time.perf_counter()
+        if now >= screen_end and best is not None:
             break
-        deadline = time.perf_counter() + max(left, 0.0) / (n_starts - i)
         P0 = [p[0] for p in prob.pattern(y0)]
         start_value = max(start_value or 0.0, prob.value(P0))
-        P, y, margin, value, moves, lps = _climb(prob, P0, deadline, max_moves, rng=rng)
+        P, y, margin, value, moves, lps = _climb(prob, P0, now + max(screen_end - now, 0.0) / (n_starts - i),
+                                                 max_moves, rng=rng)
         total_moves += moves
         total_lps += lps
-        local = (P, y, margin, value) if y is not None else None
-        while local is not None and time.perf_counter() < deadline and kicks:
-            Pk = _kick(prob, local[0], local[1], rng, kicks)
-            P, y, margin, value, moves, lps = _climb(prob, Pk, deadline, max_moves, rng=rng)
-            total_moves += moves
-            total_lps += lps
-            n_kicks += 1
-            if y is not None and value > local[3]:
-                local = (P, y, margin, value)
-        if local is not None and (best is None or local[3] > best[3]):
-            best = local
+        if y is not None and (best is None or value > best[3]):
+            best = (P, y, margin, value)
+    end = t0 + time_budget
+    while best is not None and time.perf_counter() < end and kicks:
+        Pk = _kick(prob, best[0], best[1], rng, kicks)
+        P, y, margin, value, moves, lps = _climb(prob, Pk, end, max_moves, rng=rng)
+        total_moves += moves
+        total_lps += lps
+        n_kicks += 1
+        if y is not None and value > best[3]:
+            best = (P, y, margin, value)
     if best is None:
         raise FormulationError("pattern_search: no start point lies in the interior of a linear region; "
                                "pass other start points")

@@ -186,7 +186,8 @@ class _Problem:
         y = self._lp.solve(G, g, self.R) if self._lp is not None else None
         if y is None:
             A_ub = np.hstack([-G, np.ones((G.shape[0], 1))])
-            res = linprog(np.r_[np.zeros(r), -1.0], A_ub=A_ub, b_ub=g, bounds=[(-self.R, self.R)] * r + [(None, self.R)],
+            res = linprog(np.r_[np.zeros(r), -1.0], A_ub=A_ub, b_ub=g,
+                          bounds=[(-self.R, self.R)] * r + [(None, self.R)],
                           method="highs-ds", options={"presolve": False})
             if res.status != 0 or res.x is None:
                 return None, 0.0
@@ -448,7 +449,8 @@ def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max
         raise FormulationError(reason)
     X0 = np.atleast_2d(np.asarray(X0, dtype=float))
     if X0.shape[1] != net.input_dim:
-        raise FormulationError(f"pattern_search: start points have {X0.shape[1]} coordinates, the network {net.input_dim}")
+        raise FormulationError(
+            f"pattern_search: start points have {X0.shape[1]} coordinates, the network takes {net.input_dim}")
     if output is None:
         C = np.eye(net.output_dim)
     elif isinstance(output, (int, np.integer)):
@@ -456,7 +458,8 @@ def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max
     else:  # a vector c, or a matrix C (rows: output combinations)
         C = np.atleast_2d(np.asarray(output, dtype=float))
         if C.shape[1] != net.output_dim:
-            raise FormulationError(f"pattern_search: output has {C.shape[1]} columns, the network {net.output_dim} outputs")
+            raise FormulationError(
+                f"pattern_search: output has {C.shape[1]} columns, the network has {net.output_dim} outputs")
     has_bias = any(a.bias is not None and np.any(a.bias) for a in net.affines)
     t0 = time.perf_counter()
     prob = _Problem(net, C, 1.0)

@@ -106,6 +106,9 @@ def test_lower_bound_option_is_a_true_quotient_and_only_helps():
     assert lb.value >= base.value
     assert "activation-pattern climb" in lb.method
     assert _quotient(net, lb.x, lb.direction, lb.step) == pytest.approx(lb.value, rel=1e-12)
+    one = lower_bound(net, output=1, pattern_budget=0.5)  # ℓ2 of one logit
+    assert one.value >= lower_bound(net, output=1).value
+    assert _quotient(net, one.x, one.direction, one.step, C=np.eye(5)[[1]]) == pytest.approx(one.value, rel=1e-12)
 
 
 def test_unsupported_networks_are_refused_with_a_reason():

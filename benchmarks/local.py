@@ -10,6 +10,10 @@ Each section prints a Markdown table and writes it to ``benchmarks/results-local
 * lower — :func:`lipsdp.lower_bound` with its defaults on mnist_weights.mat, the seed-0
   784-100×5-10 ReLU MLP (Gaussian / sqrt(fan-in), as benchmarks/run.py builds it) and
   QCs_MaxMin 2FC-16 (ℓ2), against the old sampled values quoted in the issue;
+* patterns — the activation-pattern climb of :mod:`lipsdp.patterns`
+  (``lower_bound(net, pattern_budget=...)``) on the seed-0 784-100×5-10 MLP at budgets of
+  10/30/100 s (three search seeds at 100 s) and on mnist_weights.mat, each value re-checked as
+  a quotient of the returned pair inside one linear region;
 * milp — exact ℓ∞ constants (logit 0) of small bias-free random ReLU nets by the MILP, against
   the ℓ∞ SDP and the default lower bound;
 * digits — the shipped digits MLP (lipsdp/data/demo_digits.npz) at test points: local vs global
@@ -59,9 +63,7 @@ def _emit(name, text):
 
 def section_lower():
     rows = ["| network | norm | old sampled lower | new lower | kind | target | time (s) |", "|---|---|---|---|---|---|---|"]
-    rng = np.random.default_rng(0)
-    d = [784] + [100] * 5 + [10]
-    mlp = from_weights([rng.standard_normal((b, a)) / np.sqrt(a) for a, b in zip(d[:-1], d[1:])])
+    mlp = _deep_mlp()
     cases = [("784-100×5-10 seed 0", mlp, "0.725", "≥ 2.175 (3×)")]
     if REF:
         cases.insert(0, ("mnist_weights.mat", load(REF / "LipSDP" / "mnist_weights.mat"), "24.2961", "≥ 24.29"))
@@ -77,6 +79,38 @@ def section_lower():
     rows.append(f"| 784-100×5-10 seed 0, ascent 32 starts × 300 steps | ℓ2 | 0.725 | {lb.value:.6g} | {lb.kind} | "
                 f"≥ 2.175 | {time.perf_counter() - t:.1f} |")
     _emit("lower", "\n".join(rows))
+
+
+def _deep_mlp():
+    rng = np.random.default_rng(0)
+    d = [784] + [100] * 5 + [10]
+    return from_weights([rng.standard_normal((b, a)) / np.sqrt(a) for a, b in zip(d[:-1], d[1:])])
+
+
+def section_patterns(budgets=(10, 30, 100), seeds=(0, 1, 2)):
+    """The activation-pattern climb (lower_bound(pattern_budget=...)) on the seed-0
+    784-100×5-10 MLP (seeds of the search: the largest budget only) and on mnist_weights.mat;
+    every value is re-checked here as a quotient of the returned pair, inside one region."""
+    rows = ["| network | pattern_budget (s) | search seed | lower bound (quotient) | climb | pair in one region | "
+            "time (s) |", "|---|---|---|---|---|---|---|"]
+    runs = [("784-100×5-10 seed 0", _deep_mlp, b, 0) for b in budgets[:-1]]
+    runs += [("784-100×5-10 seed 0", _deep_mlp, budgets[-1], s) for s in seeds]
+    if REF:
+        runs.append(("mnist_weights.mat", lambda: load(REF / "LipSDP" / "mnist_weights.mat"), 5, 0))
+    from lipsdp.patterns import _patterns_of
+
+    for name, make, b, seed in runs:
+        net = make()
+        t = time.perf_counter()
+        lb = lipsdp.lower_bound(net, pattern_budget=b, seed=seed)
+        dt = time.perf_counter() - t
+        x2 = lb.x + lb.step * lb.direction
+        q = float(np.linalg.norm(net.forward(x2) - net.forward(lb.x)) / np.linalg.norm(x2 - lb.x))
+        same = all(np.array_equal(p[0], p[1]) for p in _patterns_of(net, np.vstack([lb.x, x2])))
+        climb = lb.method.split("activation-pattern climb (")[1].split(")")[0] if "pattern climb" in lb.method else "-"
+        rows.append(f"| {name} | {b} | {seed} | {q:.6g} | {climb} | {same} | {dt:.1f} |")
+        print(rows[-1], flush=True)
+    _emit("patterns", "\n".join(rows))
 
 
 def section_milp(dims=(8, 12, 12, 2), seeds=range(5), time_limit=120.0):
@@ -217,7 +251,7 @@ def section_cnn(points=20):
     _emit("cnn", "\n".join(rows))
 
 
-SECTIONS = {"lower": section_lower, "milp": section_milp, "digits": section_digits, "radii": section_radii,
+SECTIONS = {"lower": section_lower, "patterns": section_patterns, "milp": section_milp, "digits": section_digits, "radii": section_radii,
             "digits_cnn": section_digits_cnn, "radii_cnn": section_radii_cnn, "cnn": section_cnn}
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ _SCALES = (1.0, 10.0, 1e-2)
 _PATTERN_MAX_ENTRIES = 4e6
 #: weight nonzeros above which the local ascent's default budget shrinks (lower_bound's ``steps``)
 _LOCAL_NNZ = 2e7
+_PATTERN_STARTS = 3  # best candidates the pattern climb starts from
 
 
 @dataclass(frozen=True, eq=False)
@@ -340,6 +341,11 @@ def _ascent_plan(oracle, norm, objectives, output, n_starts, steps):
     return B, S, sel
 
 
+def _jac_norm(oracle, x, objectives):
+    J = oracle.jacobian(x)[0]
+    return max(np.linalg.norm(C @ J, 2) for C in objectives)
+
+
 def _milp_candidates(oracle, norm, objectives, exact, time_budget):
     """ℓ∞ MILP results per objective for small bias-free ReLU networks (lipsdp.milp), or []."""
     net = getattr(oracle, "net", None)
@@ -376,6 +382,7 @@ def lower_bound(
     ascent_starts: int | None = None,
     exact: bool | None = None,
     time_budget: float = 2.0,
+    pattern_budget: float = 0.0,
 ) -> LowerBound:
     """A certified lower bound on the Lipschitz constant: the largest difference quotient found.
 
@@ -414,6 +421,11 @@ def lower_bound(
         False: never.
     time_budget
         Seconds for the MILP (all outputs together).
+    pattern_budget
+        Seconds for the activation-pattern climb of :mod:`lipsdp.patterns` (ℓ2, feedforward
+        ReLU / leaky-ReLU networks on the IR), started from the best points of the other
+        searches; 0 (default) skips it.  It is the strong ℓ2 search: tens of seconds on
+        784-100×5-10 (benchmarks/results-local.md).
     """
     key = str(norm).lower()
     norm = parse_norm(key)
@@ -476,6 +488,19 @@ def lower_bound(
             cands.append((Xa[i], Va[i], obj, [f * scale for f in _H_FACTORS]))
         ascent_note = f", Jacobian-norm ascent from {B} starts x {S} steps"
 
+    pattern_note = ""
+    net = getattr(oracle, "net", None)
+    if pattern_budget > 0 and norm == "l2" and net is not None:
+        from .patterns import pattern_search, pattern_supported
+
+        if pattern_supported(net) is None:
+            ranked = sorted(cands, key=lambda c: -_jac_norm(oracle, c[0], objectives))
+            starts_x = np.array([c[0] for c in ranked[:_PATTERN_STARTS]])
+            pr = pattern_search(net, starts_x, output=objectives[0], time_budget=pattern_budget, seed=seed)
+            if pr.step > 0:
+                cands.append((pr.x, pr.direction, 0, [pr.step]))
+            pattern_note = f", activation-pattern climb ({pattern_budget:g} s: {pr.moves} moves, {pr.kicks} kicks)"
+
     milp = _milp_candidates(oracle, norm, objectives, exact, time_budget)
     for k, r in enumerate(milp):
         if r.step > 0:
@@ -515,7 +540,7 @@ def lower_bound(
     method = (
         f"max finite-difference quotient on a {source}: {n} random inputs (seed {seed}), "
         f"{len(finals)} local ascents x {steps} steps{' with first-layer pattern moves' if oracle.pattern else ''}"
-        f"{ascent_note}{', ℓ∞ MILP (HiGHS)' if milp else ''}, "
+        f"{ascent_note}{pattern_note}{', ℓ∞ MILP (HiGHS)' if milp else ''}, "
         f"steps h in {list(_H_FACTORS)} x max(1, |x|_inf)"
         + (f"; equals the MILP optimum {upper:.9g}: the exact constant" if kind == "exact" else "")
     )

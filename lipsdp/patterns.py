@@ -432,7 +432,8 @@ def _climb(prob: _Problem, P, deadline, max_moves, rng):
 
 
 def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max_moves: int = 10_000,
-                   radius: float | None = None, kicks: int = 15, seed: int = 0) -> PatternResult:
+                   radius: float | None = None, kicks: int = 15, seed: int = 0,
+                   max_kicks: int | None = None) -> PatternResult:
     """Hill-climb over realisable activation patterns for a large ‖C J_a‖_2 (module docstring).
 
     ``X0``: start points (rows), each climbed to a local optimum (all together within half the
@@ -441,7 +442,7 @@ def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max
     ``radius``: half-width R of the search box in row-space coordinates (default 1 without
     biases, else twice the largest start coordinate); ``kicks``: after the climbs stop, restart
     from random patterns about that many neurons away from the best one (0: no restarts)
-    while the budget lasts.  Returns the best realised pattern as a
+    while the budget lasts (at most ``max_kicks`` restarts when given: a reproducible run).  Returns the best realised pattern as a
     :class:`PatternResult` whose ``quotient`` is a real difference quotient.
     """
     reason = pattern_supported(net)
@@ -489,7 +490,7 @@ def pattern_search(net: Network, X0, output=None, time_budget: float = 10.0, max
         if y is not None and (best is None or value > best[3]):
             best = (P, y, margin, value)
     end = t0 + time_budget
-    while best is not None and time.perf_counter() < end and kicks:
+    while best is not None and time.perf_counter() < end and kicks and (max_kicks is None or n_kicks < max_kicks):
         Pk = _kick(prob, best[0], best[1], rng, kicks)
         P, y, margin, value, moves, lps = _climb(prob, Pk, end, max_moves, rng=rng)
         total_moves += moves

@@ -8,7 +8,10 @@ message (a dense-scaling interior point on a 600 × 600 LMI, a Schur-complement 
 - the backend's own model, declared by its class (``Backend.memory_doubles``, documented next to
   each backend in lipsdp.backends from solver facts, notes/anchors.md "Solver facts"), and
 - the independent check: 7·n_c² for its dense order n_c = n_0 + N (M, |M|, −M(ρ'), |·|, the
-  scaled copies and the Cholesky factor in lipsdp.check).
+  scaled copies and the Cholesky factor in lipsdp.check); for a wide LMI whose term columns are
+  sparse (convolutions; the sparse proof of lipsdp.check_sparse) 18 × their nonzeros and F0's, the ratio
+  of the proof's measured peak to the terms' nonzeros on conv LMIs of order 5 600–101 000
+  (benchmarks/results-sparsecheck.md), whichever is smaller.
 
 The formulas are order-of-magnitude guards (a factor ≈ 2 either way), not predictions to the
 byte; they grow as documented (tests/test_memory.py).
@@ -28,6 +31,7 @@ import re
 import numpy as np
 
 from .backends import REGISTRY, ProblemStats, backend_class, installed_backends, problem_stats
+from .check import SPARSE_PROOF_ORDER
 from .errors import MemoryLimitError
 
 __all__ = ["estimate_memory", "memory_breakdown", "available_memory", "default_memory_limit", "guard",
@@ -48,6 +52,10 @@ def memory_breakdown(problem, backend, check_order: int | None = None) -> dict[s
     orders = problem.orders if isinstance(problem, ProblemStats) else [int(l.size) for l in problem.lmis]
     n_c = int(check_order) if check_order is not None else int(sum(orders))
     parts["check"] = 7.0 * float(n_c) ** 2
+    if not isinstance(problem, ProblemStats) and n_c > SPARSE_PROOF_ORDER:
+        nnz = float(sum(t.U.nnz for lmi in problem.lmis for t in lmi.terms) + sum(lmi.F0.nnz for lmi in problem.lmis))
+        if nnz <= 0.05 * float(n_c) ** 2:  # the sparse proof: memory follows the fill
+            parts["check"] = min(parts["check"], 18.0 * nnz + 10.0 * n_c)
     return {k: v * _D for k, v in parts.items()}
 
 

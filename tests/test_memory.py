@@ -118,3 +118,22 @@ def test_chain_estimate_is_linear_in_depth():
     e10, e20 = est(10), est(20)
     assert 1.7 <= e20 / e10 <= 2.3
     assert est(100) < 2e9  # bytes
+
+
+def test_check_of_a_sparse_conv_lmi_is_estimated_by_its_nonzeros():
+    """A wide conv LMI is checked by the sparse proof (memory ∝ fill), not a dense factorisation."""
+    from lipsdp import Affine, Network, SlopeRestricted
+    from lipsdp.formulations import formulation_for
+    from lipsdp.linop import Conv
+    from lipsdp.memory import memory_breakdown
+
+    rng = np.random.default_rng(0)
+    c1 = Conv(rng.standard_normal((4, 1, 3, 3)) / 3.0, (1, 24, 24), padding=1)
+    c2 = Conv(rng.standard_normal((1, 4, 3, 3)) / 6.0, (4, 24, 24), stride=2, padding=1)
+    net = Network([Affine(c1), SlopeRestricted("relu"), Affine(c2), SlopeRestricted("relu"),
+                   Affine(rng.standard_normal((10, 144)) / 12)])
+    problem = formulation_for(net, "l2").problem()
+    n = problem.max_order
+    check = memory_breakdown(problem, "native")["check"] / 8
+    nnz = sum(t.U.nnz for t in problem.lmis[0].terms) + problem.lmis[0].F0.nnz
+    assert n > 2000 and check <= 18.0 * nnz + 10.0 * n < 0.1 * 7.0 * n * n

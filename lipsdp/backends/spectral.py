@@ -210,12 +210,12 @@ class SpectralBackend(Backend):
 
     @classmethod
     def memory_doubles(cls, problem) -> dict[str, float]:
-        """The terms (twice), the sparse factor (taken as 20 × the terms' nonzeros), the |H| × |R|
-        solves and the |R|² eigenproblem."""
+        """The terms and the assembled matrix (≈ 4 × the terms' nonzeros), the sparse factor (taken
+        as 10 ×), the |H| × |R| half solves and the |R|² eigenproblem."""
         lmi = problem.lmis[0]
         nnz = float(sum(t.U.nnz for t in lmi.terms)) + float(lmi.F0.nnz)
         r = float(max((t.U.shape[1] for t in lmi.terms if problem.c[t.var] > 0), default=1))
-        return {cls.name: 22.0 * nnz + 3.0 * lmi.size * r + 3.0 * r * r}
+        return {cls.name: 14.0 * nnz + 3.0 * lmi.size * r + 3.0 * r * r}
 
     def solve(self, problem, options: SolveOptions) -> SolveResult:
         if not self.accepts(problem):

@@ -52,7 +52,7 @@ import scipy.sparse as sp
 
 from .check import _gamma
 
-__all__ = ["sparse_psd_proof", "band_wins", "sparse_solver", "ENGINES"]
+__all__ = ["sparse_psd_proof", "band_wins", "sparse_solver", "SparseFactor", "ENGINES"]
 
 
 def _delta(k: int, tr: float, rows: float, inner: int, extra_val: float) -> float:
@@ -217,55 +217,88 @@ def band_wins(A) -> np.ndarray | None:
     return p if (u + 1) * n <= 4 * max(A.nnz, n) else None
 
 
+class SparseFactor:
+    """A numerical sparse Cholesky factorisation P A P^T = L L^T (CHOLMOD, from the optional
+    cvxopt, else QDLDL's L D L^T as L = U D^{1/2}) with solves and the two half solves
+    (``half``: L^{-1} P B, ``back``: P^T L^{-T} Y).  A solver, not a proof."""
+
+    @classmethod
+    def of(cls, A):
+        """The factorisation of the sparse symmetric A, or None if A is not positive definite."""
+        A = sp.csc_matrix(A, dtype=float)
+        self = cls()
+        self.n = A.shape[0]
+        if ENGINES and _engine(None) is _cholmod:
+            import cvxopt
+            from cvxopt import cholmod
+
+            C = sp.tril(A, format="coo")
+            S = cvxopt.spmatrix(C.data, C.row.astype(int), C.col.astype(int), (self.n, self.n))
+            saved = dict(cholmod.options)
+            cholmod.options["supernodal"] = 2
+            try:
+                self.F = cholmod.symbolic(S, uplo="L")
+                cholmod.numeric(S, self.F)
+            except ArithmeticError:
+                return None
+            finally:
+                cholmod.options.clear()
+                cholmod.options.update(saved)
+            self.kind = "cholmod"
+            return self
+        import qdldl
+
+        try:
+            L, D, p = qdldl.Solver(sp.triu(A, format="csc")).factors()
+        except RuntimeError:
+            return None
+        if not (np.all(D > 0) and np.all(np.isfinite(D))):
+            return None
+        self.U = (sp.identity(self.n, format="csr") + L.tocsr()).tocsr()  # A[p][:, p] = U D U^T
+        self.Ut, self.sqrtD, self.p, self.kind = self.U.T.tocsr(), np.sqrt(D), p, "qdldl"
+        return self
+
+    def _cholmod(self, B, *systems):
+        import cvxopt
+        from cvxopt import cholmod
+
+        X = cvxopt.matrix(np.asarray(B, dtype=float))
+        for sys_ in systems:
+            cholmod.solve(self.F, X, sys=sys_)
+        return np.array(X)
+
+    def half(self, B):
+        """L^{-1} P B (so that B^T A^{-1} B = (L^{-1} P B)^T (L^{-1} P B))."""
+        B = B.toarray() if sp.issparse(B) else B
+        if self.kind == "cholmod":
+            return self._cholmod(B, 7, 4)  # x = P b, then L x = b
+        from scipy.sparse.linalg import spsolve_triangular
+
+        Y = spsolve_triangular(self.U, np.asarray(B, dtype=float)[self.p], lower=True, unit_diagonal=True)
+        return Y / self.sqrtD[:, None]
+
+    def back(self, Y):
+        """P^T L^{-T} Y (so that A^{-1} B = back(half(B)))."""
+        if self.kind == "cholmod":
+            return self._cholmod(Y, 5, 8)  # L^T x = b, then x = P^T b
+        from scipy.sparse.linalg import spsolve_triangular
+
+        Z = spsolve_triangular(self.Ut, np.asarray(Y, dtype=float) / self.sqrtD[:, None], lower=False,
+                               unit_diagonal=True)
+        X = np.empty_like(Z)
+        X[self.p] = Z
+        return X
+
+
+    def solve(self, B):
+        """A^{-1} B."""
+        return self.back(self.half(B))
+
+
 def sparse_solver(A):
     """("sparse", solve) for the sparse symmetric positive definite A (the first engine of
     :data:`ENGINES`), or None if a pivot is not positive.  A numerical solver, not a proof:
     :func:`lipsdp.check._finish` uses it for the Schur complement that gives ρ_min, which the
     proof then verifies."""
-    A = sp.csr_matrix(A, dtype=float)
-    n = A.shape[0]
-    if _engine(None) is _cholmod:
-        import cvxopt
-        from cvxopt import cholmod
-
-        C = sp.tril(A, format="coo")
-        S = cvxopt.spmatrix(C.data, C.row.astype(int), C.col.astype(int), (n, n))
-        saved = dict(cholmod.options)
-        cholmod.options["supernodal"] = 2
-        try:
-            F = cholmod.symbolic(S, uplo="L")
-            cholmod.numeric(S, F)
-        except ArithmeticError:
-            return None
-        finally:
-            cholmod.options.clear()
-            cholmod.options.update(saved)
-
-        def solve(B):
-            X = cvxopt.matrix(np.asarray(B.toarray() if sp.issparse(B) else B, dtype=float))
-            cholmod.solve(F, X)
-            return np.array(X)
-
-        return ("sparse", solve)
-    import qdldl
-    from scipy.sparse.linalg import spsolve_triangular
-
-    try:
-        L, D, p = qdldl.Solver(sp.triu(A, format="csc")).factors()
-    except RuntimeError:
-        return None
-    if not (np.all(D > 0) and np.all(np.isfinite(D))):
-        return None
-    U = (sp.identity(n, format="csr") + L.tocsr()).tocsr()  # A[p][:, p] = U diag(D) Uᵀ
-    Ut = U.T.tocsr()
-
-    def solve(B):
-        B = np.asarray(B.toarray() if sp.issparse(B) else B, dtype=float)
-        Y = spsolve_triangular(U, B[p], lower=True, unit_diagonal=True)
-        Y = (Y.T / D).T
-        Z = spsolve_triangular(Ut, Y, lower=False, unit_diagonal=True)
-        X = np.empty_like(Z)
-        X[p] = Z
-        return X
-
-    return ("sparse", solve)
+    f = SparseFactor.of(A)
+    return None if f is None else ("sparse", f.solve)

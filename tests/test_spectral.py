@@ -95,7 +95,7 @@ def test_half_solves_of_both_factorisation_engines(engine, monkeypatch):
     import scipy.sparse as sp
 
     from lipsdp import check_sparse
-    from lipsdp.backends.spectral import _Factor
+    from lipsdp.check_sparse import SparseFactor as _Factor
 
     if engine == "cholmod":
         pytest.importorskip("cvxopt")

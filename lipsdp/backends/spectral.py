@@ -40,6 +40,7 @@ from lipsdp.errors import SolverError
 
 from .base import Backend, SolveOptions, SolveResult
 from .terms import SparseTerms
+from lipsdp.check_sparse import SparseFactor
 
 __all__ = ["SpectralBackend"]
 
@@ -76,7 +77,7 @@ class _EigenForm:
         th[self.r] = 0.0
         F = (self.F0 + self.terms.apply(th)).tocsr()
         FH = F[self.H]
-        fac = _Factor.of(-FH[:, self.H])
+        fac = SparseFactor.of(-FH[:, self.H])
         if fac is None:
             return np.inf, None, np.inf
         Wf = fac.half(FH[:, self.R].toarray())  # L^{-1} P B: S_0 = F_RR + Wf^T Wf
@@ -97,79 +98,6 @@ class _EigenForm:
         g = self.terms.quad(W, p)
         g[self.r] = 0.0
         return f, g, lmax
-
-
-class _Factor:
-    """A sparse Cholesky factorisation P A P^T = L L^T (CHOLMOD, from the optional cvxopt, else
-    QDLDL's L D L^T) with the two half solves the eigenvalue form needs."""
-
-    @classmethod
-    def of(cls, A):
-        """The factorisation of the sparse symmetric A, or None if A is not positive definite."""
-        from lipsdp.check_sparse import ENGINES, _engine, _cholmod
-
-        A = sp.csc_matrix(A, dtype=float)
-        self = cls()
-        self.n = A.shape[0]
-        if ENGINES and _engine(None) is _cholmod:
-            import cvxopt
-            from cvxopt import cholmod
-
-            C = sp.tril(A, format="coo")
-            S = cvxopt.spmatrix(C.data, C.row.astype(int), C.col.astype(int), (self.n, self.n))
-            saved = dict(cholmod.options)
-            cholmod.options["supernodal"] = 2
-            try:
-                self.F = cholmod.symbolic(S, uplo="L")
-                cholmod.numeric(S, self.F)
-            except ArithmeticError:
-                return None
-            finally:
-                cholmod.options.clear()
-                cholmod.options.update(saved)
-            self.kind = "cholmod"
-            return self
-        import qdldl
-
-        try:
-            L, D, p = qdldl.Solver(sp.triu(A, format="csc")).factors()
-        except RuntimeError:
-            return None
-        if not (np.all(D > 0) and np.all(np.isfinite(D))):
-            return None
-        self.U = (sp.identity(self.n, format="csr") + L.tocsr()).tocsr()  # A[p][:, p] = U D U^T
-        self.Ut, self.sqrtD, self.p, self.kind = self.U.T.tocsr(), np.sqrt(D), p, "qdldl"
-        return self
-
-    def _cholmod(self, B, *systems):
-        import cvxopt
-        from cvxopt import cholmod
-
-        X = cvxopt.matrix(np.asarray(B, dtype=float))
-        for sys_ in systems:
-            cholmod.solve(self.F, X, sys=sys_)
-        return np.array(X)
-
-    def half(self, B):
-        """L^{-1} P B (so that B^T A^{-1} B = (L^{-1} P B)^T (L^{-1} P B))."""
-        if self.kind == "cholmod":
-            return self._cholmod(B, 7, 4)  # x = P b, then L x = b
-        from scipy.sparse.linalg import spsolve_triangular
-
-        Y = spsolve_triangular(self.U, np.asarray(B, dtype=float)[self.p], lower=True, unit_diagonal=True)
-        return Y / self.sqrtD[:, None]
-
-    def back(self, Y):
-        """P^T L^{-T} Y (so that A^{-1} B = back(half(B)))."""
-        if self.kind == "cholmod":
-            return self._cholmod(Y, 5, 8)  # L^T x = b, then x = P^T b
-        from scipy.sparse.linalg import spsolve_triangular
-
-        Z = spsolve_triangular(self.Ut, np.asarray(Y, dtype=float) / self.sqrtD[:, None], lower=False,
-                               unit_diagonal=True)
-        X = np.empty_like(Z)
-        X[self.p] = Z
-        return X
 
 
 class SpectralBackend(Backend):

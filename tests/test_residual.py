@@ -94,3 +94,14 @@ def test_resweights_5_32_chain():
     c = lipsdp.certify(_resweights("resweights_5_32"), method="chain", solver="cvxopt")
     assert c.verified and c.bound <= 33.04
     assert c.bound == pytest.approx(23.1753, rel=2e-4)  # measured (CVXOPT, S = P = 0, folded)
+
+
+def test_dense_lifting_beyond_memory_is_refused_before_allocating(monkeypatch):
+    """A residual network whose dense lifting cannot fit gets a MemoryLimitError, not an
+    out-of-memory kill (GLipSDP's C-R18 needed ≈ 128 GiB)."""
+    from lipsdp import memory
+    from lipsdp.errors import MemoryLimitError
+
+    monkeypatch.setattr(memory, "default_memory_limit", lambda: 1000)
+    with pytest.raises(MemoryLimitError, match="residual formulation lifts the network"):
+        lipsdp.certify(_small(), lower=False)

@@ -152,6 +152,25 @@ def lift_network(layers, first_weight: np.ndarray, last_weight: np.ndarray, meth
     return Lifted(n_in, A, [b[1] for b in blocks], C, [b[2] for b in blocks], sigma)
 
 
+def _refuse_dense_lifting_beyond_memory(network: Network, n_in: int) -> None:
+    """The lifting is dense (rows: hidden neurons; columns: input + hidden): refuse with a clear
+    error, before allocating, when two liftings (original and normalised) cannot fit in memory
+    (a residual CNN such as GLipSDP's C-R18 was otherwise killed by the operating system)."""
+    from lipsdp.errors import MemoryLimitError
+    from lipsdp.memory import default_memory_limit
+
+    hidden = sum(lay.size if isinstance(lay, Activation) else lay.body[1].size
+                 for lay in network.layers if isinstance(lay, (Activation, Residual)))
+    need = 8.0 * 3 * hidden * (n_in + hidden)
+    limit = default_memory_limit()
+    if limit is not None and need > limit:
+        raise MemoryLimitError(
+            f"the residual formulation lifts the network into dense matrices: about {need / 2**30:.1f} GiB for "
+            f"{hidden} hidden neurons, more than the limit {limit / 2**30:.1f} GiB (80% of the available memory); "
+            "residual networks of this size (residual CNNs) are not supported yet — the lifting does not keep "
+            "convolutions structured; certify a smaller residual network or the feedforward parts")
+
+
 def _activation(act, X, method, expand, add_blocks, _unused):
     """New state after activation ``act`` with pre-activation map X (rows = neurons)."""
     if expand is not None:
@@ -279,6 +298,7 @@ class LiftedL2(Formulation):
             W_first = W_last
         self.W_last = W_last
         self.zero = any(not np.any(a.weight) for a in affines) or not np.any(W_last)
+        _refuse_dense_lifting_beyond_memory(network, W_first.shape[1])
         # the original lifting (built, checked); the normalised one only gives the scales σ_k
         self.orig = lift_network(network.layers, W_first, W_last, method, False, self.expand)
         scaled = lift_network(network.layers, W_first, W_last, method, True, self.expand)

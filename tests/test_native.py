@@ -229,7 +229,7 @@ def test_sparse_directions_on_a_conv_lmi_match_the_dense_algebra(monkeypatch):
     prepared = native._PreparedLMI(problem.lmis[0], problem.n_vars)
     assert prepared.sparse
     F = prepared.apply(problem.start)
-    assert np.abs(prepared.apply_sparse(problem.start).toarray() - F).max() <= 1e-12 * np.abs(F).max()
+    assert np.abs(prepared.terms.apply(problem.start).toarray() - F).max() <= 1e-12 * np.abs(F).max()
     sparse = NativeBackend().solve(problem, SolveOptions(tol=1e-8))
     assert dense.status == sparse.status == "optimal"
     assert sparse.objective == pytest.approx(dense.objective, rel=1e-6)

@@ -56,9 +56,8 @@ _CHUNK = 32
 
 def _spmm(A, B):
     """A @ B for a sparse CSR ``A`` and a dense ``B``, column block by column block on a thread
-    pool: scipy's sparse product is single-threaded and streams all of B per nonzero row, a block
-    of 32 columns stays in cache (2–3× faster on a convolution matrix) and the blocks run in
-    parallel (scipy releases the GIL)."""
+    pool: scipy's sparse product is single-threaded and streams all of B per nonzero row; a block
+    of 32 columns stays in cache and the blocks run in parallel (scipy releases the GIL)."""
     m = B.shape[1]
     if m <= _CHUNK or A.nnz * m < 1e7:
         return np.asarray(A @ B)
@@ -235,13 +234,9 @@ class _PreparedLMI:
         self.terms = SparseTerms(lmi, int(max(t.var for t in lmi.terms)) + 1)
         self.sparse = self.terms.apply(np.ones(self.terms.n_vars)).nnz < 0.2 * self.n * self.n
 
-    def apply_sparse(self, theta):
-        """Σ_i θ_var(i) A_i as a sparse CSR matrix (exact pattern of the terms)."""
-        return self.terms.apply(theta)
-
     def direction_matrix(self, theta):
         """Σ_i θ_var(i) A_i in the form the steps use: sparse when the LMI is, else dense."""
-        return self.apply_sparse(theta) if self.sparse else self.apply(theta)
+        return self.terms.apply(theta) if self.sparse else self.apply(theta)
 
     # --- operators --------------------------------------------------------------------------
     def evaluate(self, theta):

@@ -154,8 +154,7 @@ class SpectralBackend(Backend):
         E = _EigenForm(problem)
         c = np.asarray(problem.c, dtype=float)
         lo = np.where(np.asarray(problem.nonneg, dtype=bool), 0.0, -np.inf)
-        theta = self._start(problem, E)
-        best = [E.evaluate(theta)[2], theta.copy()]
+        best = list(self._start(problem, E))
         deadline = None if options.time_limit is None else t0 + float(options.time_limit)
         status, msg = "optimal_inaccurate", "first-order method: stationary in every smoothing stage (no duality gap)"
         for tr in TAUS:
@@ -174,13 +173,15 @@ class SpectralBackend(Backend):
 
     @staticmethod
     def _start(problem, E):
-        """The formulation's warm start when its hidden block is positive definite, else
-        non-negative multipliers geometric in the depth (lipsdp.backends.native.layerwise_start)."""
+        """(ρ(θ), θ) at the formulation's warm start when its hidden block is positive definite,
+        else at non-negative multipliers geometric in the depth (lipsdp.backends.native.layerwise_start)."""
         from .native import layerwise_start
 
-        start = None if problem.start is None else np.asarray(problem.start, dtype=float)
-        if start is not None and np.isfinite(E.evaluate(start)[2]):
-            return start.copy()
+        if problem.start is not None:
+            start = np.asarray(problem.start, dtype=float).copy()
+            lam = E.evaluate(start)[2]
+            if np.isfinite(lam):
+                return lam, start
         obj = np.zeros(problem.n_vars, dtype=bool)
         obj[E.r] = True
         depth = np.zeros(problem.n_vars)
@@ -189,7 +190,7 @@ class SpectralBackend(Backend):
         if th is None:
             raise SolverError("spectral solver: no multipliers with a positive definite hidden block found; "
                               "try solver='native'")
-        return th
+        return E.evaluate(th)[2], th
 
 
 def _lbfgs(fun, x0, lo, best, deadline):

@@ -154,8 +154,7 @@ def lift_network(layers, first_weight: np.ndarray, last_weight: np.ndarray, meth
 
 def _refuse_dense_lifting_beyond_memory(network: Network, n_in: int) -> None:
     """The lifting is dense (rows: hidden neurons; columns: input + hidden): refuse with a clear
-    error, before allocating, when two liftings (original and normalised) cannot fit in memory
-    (a residual CNN such as GLipSDP's C-R18 was otherwise killed by the operating system)."""
+    error, before allocating, when two liftings (original and normalised) cannot fit in memory."""
     from lipsdp.errors import MemoryLimitError
     from lipsdp.memory import default_memory_limit
 

@@ -15,6 +15,16 @@ from lipsdp.local import (Box, L2Ball, LinfBall, certify_local, local_slopes, lo
                           region_lower_bound)
 
 
+def _preactivations(net, X):
+    """The inputs of every activation layer for the inputs X (forward pass)."""
+    out, v = [], X
+    for layer in net.layers:
+        if not hasattr(layer, "weight"):
+            out.append(v)
+        v = layer.forward(v)
+    return out
+
+
 def _net(act, seed, dims=(5, 10, 10, 3)):
     rng = np.random.default_rng(seed)
     W = [rng.standard_normal((b, a)) / np.sqrt(a) for a, b in zip(dims[:-1], dims[1:])]
@@ -79,20 +89,12 @@ def test_stable_neuron_slopes_exact():
     loc = localize(net, region, prune=False)
     # pre-activations at x0 lie in the bounds; stable neurons have slopes exactly 0 or 1
     acts = loc.activations
-    v = x0
-    k = 0
-    for layer in net.layers:
-        if hasattr(layer, "weight"):
-            v = layer.forward(v)
-        else:
-            lo, hi = bounds[k]
-            assert np.all(lo <= v + 1e-12) and np.all(v <= hi + 1e-12)
-            on, off = lo >= 0, hi <= 0
-            assert np.all(on | off)  # radius 1e-4: every neuron stable here
-            assert np.array_equal(acts[k].alpha[on], np.ones(on.sum())) and np.array_equal(acts[k].beta[on], np.ones(on.sum()))
-            assert np.array_equal(acts[k].alpha[off], np.zeros(off.sum())) and np.array_equal(acts[k].beta[off], np.zeros(off.sum()))
-            v = layer.forward(v)
-            k += 1
+    for k, (v, (lo, hi)) in enumerate(zip(_preactivations(net, x0), bounds, strict=True)):
+        assert np.all(lo <= v + 1e-12) and np.all(v <= hi + 1e-12)
+        on, off = lo >= 0, hi <= 0
+        assert np.all(on | off)  # radius 1e-4: every neuron stable here
+        assert np.array_equal(acts[k].alpha[on], np.ones(on.sum())) and np.array_equal(acts[k].beta[on], np.ones(on.sum()))
+        assert np.array_equal(acts[k].alpha[off], np.zeros(off.sum())) and np.array_equal(acts[k].beta[off], np.zeros(off.sum()))
 
 
 def test_smooth_local_slopes_contain_derivative():
@@ -125,16 +127,8 @@ def test_crown_tighter_or_equal_than_ibp():
         widths.append(((u1 - l1).sum(), (u2 - l2).sum()))
     assert widths[-1][1] < widths[-1][0]
     # and still sound: sampled pre-activations inside
-    v = X
-    k = 0
-    for layer in net.layers:
-        if hasattr(layer, "weight"):
-            v = layer.forward(v)
-        else:
-            lo, hi = crown[k]
-            assert np.all(v >= lo - 1e-9) and np.all(v <= hi + 1e-9)
-            v = layer.forward(v)
-            k += 1
+    for v, (lo, hi) in zip(_preactivations(net, X), crown, strict=True):
+        assert np.all(v >= lo - 1e-9) and np.all(v <= hi + 1e-9)
 
 
 def test_maxmin_fixed_order_becomes_linear():
@@ -169,16 +163,8 @@ def test_crown_sound_for_smooth_activations(act):
     net, rng = _net(act, 4, dims=(5, 16, 16, 16, 2))
     region = L2Ball(rng.standard_normal(5), 0.5)
     bounds = preactivation_bounds(net, region)
-    v = region.sample(rng, 2000, 5)
-    k = 0
-    for layer in net.layers:
-        if hasattr(layer, "weight"):
-            v = layer.forward(v)
-        else:
-            lo, hi = bounds[k]
-            assert np.all(v >= lo - 1e-9) and np.all(v <= hi + 1e-9)
-            v = layer.forward(v)
-            k += 1
+    for v, (lo, hi) in zip(_preactivations(net, region.sample(rng, 2000, 5)), bounds, strict=True):
+        assert np.all(v >= lo - 1e-9) and np.all(v <= hi + 1e-9)
 
 
 def test_residual_network_is_localised_by_ibp():
